@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): thin routers around the ttalkkac domain core."""

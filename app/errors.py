@@ -1,0 +1,100 @@
+"""One JSON error envelope for every failure, and the one map from domain errors to statuses.
+
+Envelope: ``{"error": {"code": str, "message": str, "detail": any, "request_id": str}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ttalkkac import errors
+
+logger = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[errors.TtalkkacError], int] = {
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.PayloadTooLarge: 413,
+    errors.DataError: 422,
+    errors.InvalidInput: 422,
+    errors.EngineUnavailable: 503,
+    errors.GenerationInvalid: 502,
+}
+
+
+def status_for(exc: errors.TtalkkacError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 500
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    detail: Any = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "detail": jsonable_encoder(detail),
+            "request_id": getattr(request.state, "request_id", None),
+        }
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.TtalkkacError)
+    async def _domain(request: Request, exc: errors.TtalkkacError) -> JSONResponse:
+        headers = None
+        if isinstance(exc, errors.EngineUnavailable) and exc.retry_after_s:
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        return error_response(
+            request, status_for(exc), exc.code, exc.message, exc.detail, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
+            for e in exc.errors()
+        ]
+        fields = ", ".join(p["field"] for p in problems)
+        return error_response(
+            request, 422, "validation_error", f"invalid request: {fields}", problems
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(
+            request,
+            exc.status_code,
+            "http_error",
+            str(exc.detail),
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unknown(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception(
+            "unhandled error on %s %s [request_id=%s]",
+            request.method,
+            request.url.path,
+            getattr(request.state, "request_id", None),
+        )
+        from app.metrics import UNHANDLED_ERRORS
+
+        UNHANDLED_ERRORS.inc()
+        return error_response(request, 500, "internal_error", "internal server error")

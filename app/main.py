@@ -1,0 +1,69 @@
+"""The FastAPI application: ``create_app()`` and its lifespan.
+
+Services are built once in the lifespan and kept on ``app.state``; routers read them through
+the one-line accessors in ``app/deps.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+
+from app.errors import install_error_handlers
+from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from ttalkkac import __version__
+from ttalkkac.logs import configure_logging
+from ttalkkac.settings import Settings, get_settings
+from ttalkkac.store.db import Database
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    settings.ensure_dirs()
+    app.state.db = Database(settings.resolved_database_url)
+    app.state.db.create_all()
+    if not settings.api_keys:
+        logger.warning("API_KEYS is empty: the API is open to anyone who can reach it")
+    try:
+        yield
+    finally:
+        app.state.db.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title="Ttalkkac",
+        version=__version__,
+        summary="Meeting transcripts to structured project plans with a fine-tuned LLM.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next) -> Response:  # type: ignore[no-untyped-def]
+        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+        request.state.request_id = request_id
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
+        response.headers["X-Request-Id"] = request_id
+        return response
+
+    from app.routers import include_routers
+
+    include_routers(app)
+    return app

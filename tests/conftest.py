@@ -1,0 +1,82 @@
+"""Shared fixtures: explicit settings, per-run isolation of real services, tiny models.
+
+Real services are shared with later runs on the same machine: each run makes its own
+PostgreSQL database and Redis queue names and removes them afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+GOLD_DIR = SHARED_DATA / "ttalkkac_gold_standard_results_20250731_104912"
+MEETINGS_DIR = SHARED_DATA / "batch_triplet_results"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    """Unique per test run: names databases, queues and key prefixes."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not GOLD_DIR.is_dir() or not MEETINGS_DIR.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA} (expected beside the repo)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def settings(tmp_path: Path):
+    """Settings for one test: a private data folder, SQLite store, no API keys."""
+    from ttalkkac.settings import Settings
+
+    s = Settings(data_dir=tmp_path / "data", warmup=False)
+    s.ensure_dirs()
+    return s
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen3 with a trained BPE tokenizer, built once per session."""
+    from tests.utils.tiny_model import build_tiny_qwen3
+
+    return build_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(run_id: str) -> Iterator[str]:
+    """A PostgreSQL database created for this run and dropped after it."""
+    from sqlalchemy import create_engine, text
+
+    name = f"test_ttalkkac_{run_id}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

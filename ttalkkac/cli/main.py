@@ -1,0 +1,19 @@
+"""The single CLI entry point: ``ttalkkac``."""
+
+from __future__ import annotations
+
+import typer
+
+from ttalkkac.cli import data
+
+app = typer.Typer(
+    name="ttalkkac",
+    help="Meeting transcripts to structured project plans: data, training, serving.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(data.app, name="data", help="Inspect and export gold-standard data.")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,58 @@
+"""Domain errors. Raised in the core; ``app/errors.py`` maps each to one HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TtalkkacError(Exception):
+    """Base class: a message for the user plus optional structured detail."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, detail: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class NotFound(TtalkkacError):
+    code = "not_found"
+
+
+class Conflict(TtalkkacError):
+    code = "conflict"
+
+
+class InvalidInput(TtalkkacError):
+    code = "invalid_input"
+
+
+class PayloadTooLarge(InvalidInput):
+    code = "payload_too_large"
+
+
+class EngineUnavailable(TtalkkacError):
+    """The engine is not loaded yet, or too many requests are waiting (retry later)."""
+
+    code = "engine_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None, detail: Any = None):
+        super().__init__(message, detail=detail)
+        self.retry_after_s = retry_after_s
+
+
+class GenerationInvalid(TtalkkacError):
+    """The model's output did not validate against the plan schema, even after a retry."""
+
+    code = "generation_invalid"
+
+
+class DataError(InvalidInput):
+    """A dataset is unusable (for example the quality filter left no example)."""
+
+    code = "data_error"
+
+
+class JobCancelled(TtalkkacError):
+    code = "cancelled"

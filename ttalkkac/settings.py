@@ -1,0 +1,164 @@
+"""Every setting of the service, in one place.
+
+Read from the environment (and ``.env`` when ``get_settings()`` is used); tests build
+``Settings(...)`` explicitly so that nothing on a developer's machine leaks into them.
+The README's settings table is checked against this module by a test.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Queue(StrEnum):
+    """Celery queues. One for now: training jobs run one at a time per GPU worker."""
+
+    training = "training"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    # --- storage -------------------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("var"),
+        description="Managed data folder: datasets, job outputs, models, SQLite files.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the store. Default: SQLite file DATA_DIR/ttalkkac.db.",
+    )
+
+    # --- broker and worker ---------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        description=(
+            "Celery broker. Unset: redis://127.0.0.1:6379/0 if a Redis answers there, else an "
+            "embedded SQLite broker under DATA_DIR."
+        ),
+    )
+    training_queue: str = Field(
+        default=Queue.training.value,
+        description="Name of the Celery queue for training jobs (tests use a unique one).",
+    )
+    max_job_attempts: int = Field(
+        default=3, ge=1, le=20, description="Deliveries of one job before it is marked failed."
+    )
+    job_time_limit_s: int = Field(
+        default=48 * 3600,
+        ge=60,
+        description="Longest a training job may run; the broker visibility timeout exceeds it.",
+    )
+
+    # --- models --------------------------------------------------------------------------
+    base_model: str | None = Field(
+        default=None,
+        description=(
+            "Base model id or path for training and serving. Default: the SmolLM2-135M demo "
+            "model on a CPU host, GPU_BASE_MODEL on a GPU host."
+        ),
+    )
+    gpu_base_model: str = Field(
+        default="Qwen/Qwen3-4B",
+        description="Default base model when a CUDA GPU is present and BASE_MODEL is unset.",
+    )
+
+    # --- serving -------------------------------------------------------------------------
+    serving_engine: Literal["vllm", "transformers"] = Field(
+        default="vllm", description="Generation engine of the API."
+    )
+    serving_mode: Literal["auto", "merged", "lora"] = Field(
+        default="auto",
+        description=(
+            "How the active adapter is served: 'merged' into the base weights (fast on CPU), "
+            "per-request 'lora' (fast on GPU), or 'auto' (merged on CPU, lora on GPU)."
+        ),
+    )
+    enable_lora: bool = Field(
+        default=True, description="Allow per-request adapters other than the active one."
+    )
+    max_lora_rank: int = Field(default=16, ge=1, le=256, description="Largest servable LoRA r.")
+    max_loras: int = Field(default=4, ge=1, le=64, description="Adapters resident in vLLM at once.")
+    max_model_len: int = Field(
+        default=8192, ge=256, description="Context window the engine is started with (tokens)."
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.3,
+        gt=0,
+        le=1,
+        description="vLLM memory fraction (of RAM on the CPU build, of VRAM on a GPU).",
+    )
+    cpu_kvcache_space_gb: int = Field(
+        default=1, ge=1, description="KV cache size in GiB for vLLM's CPU build."
+    )
+    max_waiting_requests: int = Field(
+        default=64, ge=1, description="Generate requests queued or running before 503."
+    )
+    default_max_tokens: int = Field(
+        default=2048, ge=64, description="Default answer budget of /generate (tokens)."
+    )
+    default_temperature: float = Field(
+        default=0.2, ge=0, le=2, description="Default sampling temperature of /generate."
+    )
+    max_meeting_chars: int = Field(
+        default=200_000, ge=1000, description="Hard limit on a meeting's length (413 beyond)."
+    )
+    warmup: bool = Field(default=True, description="Run one short generation at start-up.")
+
+    # --- HTTP ----------------------------------------------------------------------------
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated bearer tokens. Empty: the API is open (logged at start).",
+    )
+    max_upload_bytes: int = Field(
+        default=200 * 1024 * 1024, ge=1024, description="Largest dataset upload (bytes)."
+    )
+    max_request_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, description="Largest JSON request body (bytes)."
+    )
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        return self
+
+    # --- derived locations (one place for every managed folder) ---------------------------
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'ttalkkac.db'}"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir, self.datasets_dir, self.jobs_dir, self.models_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, from the environment and ``.env``; built once."""
+    return Settings(_env_file=".env")  # type: ignore[call-arg]

@@ -1,0 +1,1 @@
+"""SQLAlchemy models: datasets, training jobs, job events, adapters. (Filled by the training work.)"""

@@ -1,0 +1,1 @@
+"""The Celery training worker: ``celery_app`` (app and config) and ``tasks`` (thin tasks)."""
