@@ -1,0 +1,258 @@
+"""Keyword-only CRUD over the store. Callers own the session (and so the transaction)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ttalkkac.errors import Conflict, NotFound
+from ttalkkac.store.models import Adapter, Dataset, JobEvent, JobStatus, TrainingJob, utcnow
+
+logger = logging.getLogger(__name__)
+
+# --- datasets --------------------------------------------------------------------------------
+
+
+def create_dataset(
+    session: Session,
+    *,
+    name: str,
+    kind: str,
+    path: str,
+    size_bytes: int = 0,
+    stats: dict[str, Any] | None = None,
+    id: str | None = None,
+) -> Dataset:
+    dataset = Dataset(name=name, kind=kind, path=path, size_bytes=size_bytes, stats=stats or {})
+    if id is not None:
+        dataset.id = id
+    session.add(dataset)
+    session.flush()
+    return dataset
+
+
+def get_dataset(session: Session, *, id: str) -> Dataset | None:
+    return session.get(Dataset, id)
+
+
+def list_datasets(
+    session: Session, *, offset: int = 0, limit: int = 100
+) -> tuple[list[Dataset], int]:
+    count = session.scalar(select(func.count()).select_from(Dataset)) or 0
+    rows = session.scalars(
+        select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id).offset(offset).limit(limit)
+    ).all()
+    return list(rows), count
+
+
+# --- training jobs ---------------------------------------------------------------------------
+
+
+def create_job(
+    session: Session,
+    *,
+    dataset_id: str,
+    base_model: str,
+    hyperparameters: dict[str, Any],
+    suffix: str | None = None,
+    id: str | None = None,
+) -> TrainingJob:
+    job = TrainingJob(
+        dataset_id=dataset_id,
+        base_model=base_model,
+        hyperparameters=hyperparameters,
+        suffix=suffix,
+        status=JobStatus.queued.value,
+    )
+    if id is not None:
+        job.id = id
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, *, id: str, for_update: bool = False) -> TrainingJob | None:
+    if not for_update:
+        return session.get(TrainingJob, id)
+    # Row lock on PostgreSQL; SQLite serialises writers anyway and ignores FOR UPDATE.
+    return session.scalars(
+        select(TrainingJob).where(TrainingJob.id == id).with_for_update()
+    ).one_or_none()
+
+
+def list_jobs(
+    session: Session,
+    *,
+    offset: int = 0,
+    limit: int = 100,
+    statuses: Iterable[str] | None = None,
+) -> tuple[list[TrainingJob], int]:
+    """Newest first."""
+    where = []
+    if statuses is not None:
+        where.append(TrainingJob.status.in_([str(s) for s in statuses]))
+    count = session.scalar(select(func.count()).select_from(TrainingJob).where(*where)) or 0
+    rows = session.scalars(
+        select(TrainingJob)
+        .where(*where)
+        .order_by(TrainingJob.created_at.desc(), TrainingJob.id.desc())
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return list(rows), count
+
+
+def transition_job(
+    session: Session,
+    *,
+    id: str,
+    from_statuses: Iterable[str],
+    to_status: str,
+    **fields: Any,
+) -> bool:
+    """Compare-and-set of a job's status (plus other columns); True when this call moved it.
+
+    A single conditional UPDATE, so two processes racing (the API cancelling, the worker
+    finishing) cannot both win.
+    """
+    result = session.execute(
+        update(TrainingJob)
+        .where(TrainingJob.id == id, TrainingJob.status.in_([str(s) for s in from_statuses]))
+        .values(status=str(to_status), updated_at=utcnow(), **fields)
+    )
+    return result.rowcount == 1
+
+
+def update_job(session: Session, *, id: str, **fields: Any) -> None:
+    """Progress and bookkeeping columns; never the status (use ``transition_job``)."""
+    if "status" in fields:
+        raise ValueError("use transition_job to change a job's status")
+    session.execute(
+        update(TrainingJob).where(TrainingJob.id == id).values(updated_at=utcnow(), **fields)
+    )
+
+
+def job_status(session: Session, *, id: str) -> str | None:
+    return session.scalar(select(TrainingJob.status).where(TrainingJob.id == id))
+
+
+# --- job events ------------------------------------------------------------------------------
+
+
+def append_event(
+    session: Session,
+    *,
+    job_id: str,
+    message: str = "",
+    type: str = "message",
+    level: str = "info",
+    data: dict[str, Any] | None = None,
+    created_at: datetime | None = None,
+) -> JobEvent:
+    """Append one event with the job's next ``seq``; retries if another writer took it."""
+    for _ in range(10):
+        seq = (
+            session.scalar(select(func.max(JobEvent.seq)).where(JobEvent.job_id == job_id)) or 0
+        ) + 1
+        event = JobEvent(
+            job_id=job_id,
+            seq=seq,
+            message=message,
+            type=type,
+            level=level,
+            data=data or {},
+            created_at=created_at or utcnow(),
+        )
+        try:
+            with session.begin_nested():
+                session.add(event)
+            return event
+        except IntegrityError:
+            logger.debug("event seq %s of job %s taken; retrying", seq, job_id)
+    raise Conflict(f"could not append an event to job {job_id}")
+
+
+def list_events(
+    session: Session, *, job_id: str, after: int = 0, limit: int = 1000
+) -> list[JobEvent]:
+    return list(
+        session.scalars(
+            select(JobEvent)
+            .where(JobEvent.job_id == job_id, JobEvent.seq > after)
+            .order_by(JobEvent.seq)
+            .limit(limit)
+        ).all()
+    )
+
+
+# --- adapters --------------------------------------------------------------------------------
+
+
+def create_adapter(
+    session: Session,
+    *,
+    name: str,
+    base_model: str,
+    path: str,
+    job_id: str | None = None,
+    rank: int,
+    metrics: dict[str, Any] | None = None,
+) -> Adapter:
+    """Register an adapter. Raises ``Conflict`` when the name is taken."""
+    if get_adapter(session, name=name) is not None:
+        raise Conflict(f"an adapter named {name!r} already exists")
+    adapter = Adapter(
+        name=name,
+        base_model=base_model,
+        path=path,
+        job_id=job_id,
+        rank=rank,
+        metrics=metrics or {},
+        is_active=False,
+    )
+    session.add(adapter)
+    session.flush()
+    return adapter
+
+
+def get_adapter(session: Session, *, name: str) -> Adapter | None:
+    return session.scalars(select(Adapter).where(Adapter.name == name)).one_or_none()
+
+
+def list_adapters(session: Session) -> list[Adapter]:
+    """Newest first."""
+    return list(
+        session.scalars(select(Adapter).order_by(Adapter.created_at.desc(), Adapter.id)).all()
+    )
+
+
+def get_active_adapter(session: Session) -> Adapter | None:
+    return session.scalars(select(Adapter).where(Adapter.is_active.is_(True))).one_or_none()
+
+
+def activate_adapter(session: Session, *, name: str) -> Adapter:
+    """Make ``name`` the one active adapter. Raises ``NotFound``."""
+    adapter = get_adapter(session, name=name)
+    if adapter is None:
+        raise NotFound(f"no adapter named {name!r}")
+    # Deactivate first and flush, so the one-active unique index never sees two.
+    session.execute(
+        update(Adapter)
+        .where(Adapter.is_active.is_(True), Adapter.id != adapter.id)
+        .values(is_active=False)
+    )
+    session.flush()
+    adapter.is_active = True
+    session.flush()
+    session.refresh(adapter)
+    return adapter
+
+
+def deactivate_adapters(session: Session) -> None:
+    session.execute(update(Adapter).where(Adapter.is_active.is_(True)).values(is_active=False))
