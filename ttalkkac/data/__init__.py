@@ -1,0 +1,1 @@
+"""Gold-standard data: loading, training examples with label masking, chat JSONL."""
