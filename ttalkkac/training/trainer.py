@@ -1,0 +1,365 @@
+"""LoRA supervised fine-tuning with transformers' ``Trainer`` and PEFT.
+
+Examples (token ids with the prompt masked to -100) come from ``ttalkkac.data.examples``; this
+module only pads them, so training and validation loss are over answer tokens only. One run:
+
+1. resolve the plan (steps, warmup cap, precision) and log every fix with its reason;
+2. load the base model, wrap it with LoRA, train with evaluation and checkpoints every
+   ``eval_steps``, resuming from the last checkpoint in ``out_dir/checkpoints`` if there is one;
+3. keep the best checkpoint by validation loss, save it as ``adapter_model.safetensors`` +
+   ``adapter_config.json`` in ``out_dir``;
+4. run the generation check and write ``training_results.json``, ``log_history.json`` and
+   ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ttalkkac.errors import DataError, JobCancelled
+from ttalkkac.training.callbacks import CancelCallback, ProgressCallback, Reporter
+from ttalkkac.training.generation_check import CheckItem, generation_check
+from ttalkkac.training.report import (
+    LOG_HISTORY_FILE,
+    LOSS_PLOT_FILE,
+    RESULTS_FILE,
+    library_versions,
+    plot_loss,
+    write_json,
+)
+from ttalkkac.training.spec import Device, RunPlan, TrainSpec, plan_run
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = "checkpoints"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass
+class TrainData:
+    """What the trainer needs from a dataset: records and the loader's statistics."""
+
+    train: list[Any]  # records with meeting_id, meeting_text, plan
+    val: list[Any]
+    stats: dict[str, Any]
+
+
+class PadCollator:
+    """Right-pads a batch: pad id for inputs, -100 for labels, 0 for the attention mask."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        batch: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "attention_mask": []}
+        for f in features:
+            gap = width - len(f["input_ids"])
+            batch["input_ids"].append(list(f["input_ids"]) + [self.pad_token_id] * gap)
+            batch["labels"].append(list(f["labels"]) + [-100] * gap)
+            batch["attention_mask"].append(list(f["attention_mask"]) + [0] * gap)
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+
+
+def _as_features(examples: list[Any]) -> list[dict[str, list[int]]]:
+    return [
+        {
+            "input_ids": list(e.input_ids),
+            "labels": list(e.labels),
+            "attention_mask": list(e.attention_mask),
+        }
+        for e in examples
+    ]
+
+
+def _stats_dict(stats: Any) -> dict[str, Any]:
+    if stats is None:
+        return {}
+    if isinstance(stats, dict):
+        return stats
+    for attr in ("to_dict", "as_dict", "model_dump"):
+        if hasattr(stats, attr):
+            return getattr(stats, attr)()
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(stats) if is_dataclass(stats) else {"value": str(stats)}
+
+
+def _load_model(base_model: str, precision: str) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+    model.config.use_cache = False  # incompatible with gradient checkpointing; generate sets it
+    return model
+
+
+def _training_args(spec: TrainSpec, plan: RunPlan, out_dir: Path, has_val: bool, device: Device):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(out_dir / CHECKPOINTS_DIR),
+        max_steps=plan.total_steps,
+        per_device_train_batch_size=spec.per_device_train_batch_size,
+        per_device_eval_batch_size=1,
+        gradient_accumulation_steps=spec.gradient_accumulation_steps,
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type=spec.lr_scheduler_type,
+        weight_decay=spec.weight_decay,
+        max_grad_norm=spec.max_grad_norm,
+        warmup_steps=plan.warmup_steps,
+        logging_steps=spec.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if has_val else "no",
+        eval_steps=plan.eval_steps if has_val else None,
+        save_strategy="steps",
+        save_steps=plan.eval_steps,
+        # Best (by eval loss) and last survive rotation: the best is what we ship, the last is
+        # where a redelivered job resumes.
+        save_total_limit=2,
+        load_best_model_at_end=has_val,
+        metric_for_best_model="eval_loss" if has_val else None,
+        greater_is_better=False if has_val else None,
+        gradient_checkpointing=spec.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=plan.precision == "bf16",
+        fp16=plan.precision == "fp16",
+        use_cpu=device.kind == "cpu",
+        dataloader_pin_memory=device.kind == "cuda",
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        disable_tqdm=True,
+        seed=spec.seed,
+        data_seed=spec.seed,
+    )
+
+
+def _build_examples(tokenizer: Any, data: TrainData, spec: TrainSpec, reporter: Reporter):
+    from ttalkkac.data.examples import build_examples
+
+    train, train_stats = build_examples(tokenizer, data.train, max_seq_len=spec.max_seq_len)
+    val, val_stats = build_examples(tokenizer, data.val, max_seq_len=spec.max_seq_len)
+    stats = {"train": _stats_dict(train_stats), "val": _stats_dict(val_stats)}
+    reporter.event(
+        f"examples: {len(train)} train, {len(val)} validation (max_seq_len {spec.max_seq_len})",
+        data=stats,
+    )
+    if not train:
+        raise DataError(
+            f"no training example fits max_seq_len={spec.max_seq_len}: raise max_seq_len",
+            detail=stats,
+        )
+    return _as_features(train), _as_features(val), stats
+
+
+def train_lora(
+    *,
+    base_model: str,
+    data: TrainData,
+    spec: TrainSpec,
+    out_dir: Path,
+    reporter: Reporter | None = None,
+    resume: bool = True,
+    device: Device | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``base_model`` on ``data``; return the results also written to ``out_dir``.
+
+    Raises ``JobCancelled`` when the reporter asked to stop, ``DataError`` when nothing fits.
+    """
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoTokenizer, PrinterCallback, Trainer, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    reporter = reporter or Reporter()
+    device = device or Device.detect()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(spec.seed)
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    train_set, val_set, example_stats = _build_examples(tokenizer, data, spec, reporter)
+
+    plan = plan_run(spec, n_train=len(train_set), device=device)
+    for fix in plan.fixes:
+        reporter.event(
+            f"{fix.field}: {fix.requested} -> {fix.used} ({fix.reason})",
+            level="warning",
+            data={
+                "fix": fix.field,
+                "requested": fix.requested,
+                "used": fix.used,
+                "reason": fix.reason,
+            },
+        )
+    if not val_set:
+        reporter.event(
+            "no validation examples: no evaluation, the last checkpoint is kept", level="warning"
+        )
+
+    model = get_peft_model(_load_model(base_model, plan.precision), spec.to_peft_config())
+    trainable, total = model.get_nb_trainable_parameters()
+    args = _training_args(spec, plan, out_dir, bool(val_set), device)
+    cancel = CancelCallback(reporter)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set or None,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=[ProgressCallback(reporter), cancel],
+    )
+    # Our reporter replaces the printer that prints every log dict to stdout.
+    trainer.remove_callback(PrinterCallback)
+
+    checkpoint = None
+    ckpt_root = out_dir / CHECKPOINTS_DIR
+    if resume and ckpt_root.is_dir():
+        checkpoint = get_last_checkpoint(str(ckpt_root))
+    reporter.event(
+        f"training {base_model} on {device.kind}: {plan.total_steps} steps, "
+        f"{trainable:,} trainable of {total:,} parameters"
+        + (f", resuming from {Path(checkpoint).name}" if checkpoint else ""),
+        data={
+            "plan": plan.as_dict(),
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            "resumed_from": Path(checkpoint).name if checkpoint else None,
+            "device": device.kind,
+        },
+    )
+
+    tokens_before = 0
+    if checkpoint:
+        from transformers import TrainerState
+
+        tokens_before = TrainerState.load_from_json(
+            str(Path(checkpoint) / "trainer_state.json")
+        ).num_input_tokens_seen
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    wall_s = time.perf_counter() - started
+    if cancel.cancelled:
+        raise JobCancelled(f"cancelled at step {trainer.state.global_step}")
+
+    state = trainer.state
+    best_step = _checkpoint_step(state.best_model_checkpoint)
+    final_eval = trainer.evaluate() if val_set else {}
+    model = trainer.model
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    # Never a pickle: a stale .bin from another tool must not shadow the safetensors file.
+    (out_dir / "adapter_model.bin").unlink(missing_ok=True)
+    reporter.event(
+        f"adapter saved (best checkpoint: step {best_step or state.global_step})",
+        data={"path": str(out_dir), "best_step": best_step, "eval": final_eval},
+    )
+
+    check = {"samples": 0, "skipped": "generation_check_samples is 0"}
+    if spec.generation_check_samples and data.val:
+        items = [
+            CheckItem(str(r.meeting_id), r.meeting_text)
+            for r in _one_per_meeting(data.val)[: spec.generation_check_samples]
+        ]
+        reporter.event(f"generation check on {len(items)} validation meeting(s)")
+        model.config.use_cache = True
+        check = generation_check(
+            model,
+            tokenizer,
+            items,
+            max_new_tokens=spec.generation_max_new_tokens,
+            max_seq_len=spec.max_seq_len,
+            should_stop=reporter.should_cancel,
+        )
+        reporter.event(
+            f"generation check: {check['parseable']}/{check['samples']} parseable, "
+            f"{check['schema_valid']}/{check['samples']} schema-valid",
+            type="metrics",
+            data={k: v for k, v in check.items() if k != "items"},
+        )
+    if reporter.should_cancel():
+        raise JobCancelled("cancelled after training")
+
+    session_tokens = state.num_input_tokens_seen - tokens_before
+    runtime = output.metrics.get("train_runtime") or wall_s
+    train_losses = [e["loss"] for e in state.log_history if "loss" in e]
+    eval_losses = [e["eval_loss"] for e in state.log_history if "eval_loss" in e]
+    results = {
+        "base_model": base_model,
+        "adapter_dir": str(out_dir),
+        "device": {"kind": device.kind, "name": device.name},
+        "precision": plan.precision,
+        "hyperparameters": spec.model_dump(mode="json"),
+        "run_plan": plan.as_dict(),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "global_step": state.global_step,
+        "epoch": state.epoch,
+        "resumed_from": Path(checkpoint).name if checkpoint else None,
+        "train_runtime": runtime,
+        "train_samples_per_second": output.metrics.get("train_samples_per_second"),
+        "train_steps_per_second": output.metrics.get("train_steps_per_second"),
+        "train_tokens": session_tokens,
+        "train_tokens_per_second": session_tokens / runtime if runtime else None,
+        "total_flos": state.total_flos,
+        "train_loss": train_losses[-1] if train_losses else output.training_loss,
+        "train_loss_mean": output.training_loss,
+        "first_train_loss": train_losses[0] if train_losses else None,
+        "best_train_loss": min(train_losses) if train_losses else None,
+        "eval_loss": final_eval.get("eval_loss"),
+        "best_eval_loss": state.best_metric,
+        "best_eval_loss_seen": min(eval_losses) if eval_losses else None,
+        "best_step": best_step,
+        "data": {"loader": data.stats, "examples": example_stats},
+        "generation_check": check,
+        "library_versions": library_versions(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    write_json(out_dir / RESULTS_FILE, results)
+    write_json(out_dir / LOG_HISTORY_FILE, state.log_history)
+    plot_loss(state.log_history, out_dir / LOSS_PLOT_FILE, title=f"LoRA on {Path(base_model).name}")
+    # The shipped adapter is the best checkpoint's; optimizer states are dead weight now.
+    shutil.rmtree(ckpt_root, ignore_errors=True)
+    reporter.event(
+        "results written", data={"files": [RESULTS_FILE, LOG_HISTORY_FILE, LOSS_PLOT_FILE]}
+    )
+    return results
+
+
+def _checkpoint_step(path: str | None) -> int | None:
+    if not path:
+        return None
+    try:
+        return int(Path(path).name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _one_per_meeting(records: list[Any]) -> list[Any]:
+    """First record of each meeting (chunk records share a meeting), in a stable order."""
+    seen: set[str] = set()
+    out = []
+    for r in records:
+        key = str(getattr(r, "meeting_id", id(r)))
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def write_partial_outputs(out_dir: Path, log_history: list[dict[str, Any]]) -> None:
+    """Loss curve and history while a job runs or after it failed (from the last checkpoint)."""
+    write_json(out_dir / LOG_HISTORY_FILE, log_history)
+    plot_loss(log_history, out_dir / LOSS_PLOT_FILE)
