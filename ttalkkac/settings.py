@@ -56,6 +56,29 @@ class Settings(BaseSettings):
         description="Longest a training job may run; the broker visibility timeout exceeds it.",
     )
 
+    # --- training jobs and datasets (crash recovery, upload limits) ------------------------
+    job_heartbeat_s: int = Field(
+        default=30, ge=1, description="How often the process running a job records it is alive."
+    )
+    job_stale_after_s: int = Field(
+        default=300,
+        ge=5,
+        description="A running job whose process is gone, or silent this long, is recovered.",
+    )
+    job_sweep_interval_s: int = Field(
+        default=60, ge=1, description="How often a worker looks for orphaned jobs (and at start)."
+    )
+    broker_key_prefix: str = Field(
+        default="",
+        description="Prefix of every broker key in Redis (separates deployments sharing one).",
+    )
+    max_dataset_files: int = Field(
+        default=50_000, ge=1, description="Most entries in an uploaded dataset zip."
+    )
+    max_dataset_unpacked_bytes: int = Field(
+        default=2 * 1024**3, ge=1024, description="Largest unpacked size of a dataset zip (bytes)."
+    )
+
     # --- models --------------------------------------------------------------------------
     base_model: str | None = Field(
         default=None,
