@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ttalkkac.cli import data, models
+from ttalkkac.cli import data, models, up
 
 app = typer.Typer(
     name="ttalkkac",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data", help="Inspect and export gold-standard data.")
 app.add_typer(models.app, name="models", help="Base models that work offline (demo model).")
+app.command("up")(up.up)  # deploy: the one-command launcher
 
 
 if __name__ == "__main__":
