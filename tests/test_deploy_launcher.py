@@ -173,3 +173,15 @@ def test_up_refuses_a_busy_port(tmp_path: Path) -> None:
         )
     assert run.returncode == 2
     assert f"port {port}" in run.stderr
+
+
+def test_broker_url_handed_down_keeps_its_kind(tmp_path: Path) -> None:
+    """The launcher passes the embedded broker to its children as REDIS_URL=sqla+sqlite://..."""
+    from ttalkkac.broker import resolve_broker
+    from ttalkkac.settings import Settings
+
+    url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+    broker = resolve_broker(Settings(data_dir=tmp_path, redis_url=url))
+    assert (broker.url, broker.kind) == (url, "embedded")
+    redis = resolve_broker(Settings(data_dir=tmp_path, redis_url="redis://h:6379/1"))
+    assert redis.kind == "redis"

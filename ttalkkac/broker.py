@@ -35,7 +35,9 @@ def _redis_answers(host: str = "127.0.0.1", port: int = 6379, timeout_s: float =
 
 def resolve_broker(settings: Settings) -> Broker:
     if settings.redis_url:
-        return Broker(settings.redis_url, "redis", "REDIS_URL is set")
+        # `ttalkkac up` hands its resolved URL to its children as REDIS_URL, embedded included.
+        kind = "embedded" if settings.redis_url.startswith("sqla+") else "redis"
+        return Broker(settings.redis_url, kind, "REDIS_URL is set")
     if _redis_answers():
         return Broker(LOCAL_REDIS, "redis", "REDIS_URL unset; a local Redis answered")
     path = settings.data_dir / "broker.sqlite"
