@@ -378,11 +378,12 @@ def _load_record(
 
 
 def split_by_meeting(
-    records: list[GoldRecord], *, val_fraction: float, seed: int, stats: GoldStats
+    records: list[GoldRecord], *, val_fraction: float, seed: int, stats: Any
 ) -> tuple[list[GoldRecord], list[GoldRecord]]:
     """Train/val by meeting: ``val_`` meetings if any, else a seeded fraction of meetings.
 
     A meeting with any ``val_`` record is validation as a whole, so no meeting is on both sides.
+    Writes the split counts onto ``stats`` (``GoldStats`` or the JSONL stats).
     """
     meetings = sorted({r.meeting_id for r in records})
     val_meetings = {r.meeting_id for r in records if r.split == "val"}

@@ -25,7 +25,8 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from ttalkkac.data.examples import answer_text
-from ttalkkac.data.gold import GoldRecord
+from ttalkkac.data.gold import DEFAULT_SEED, DEFAULT_VAL_FRACTION, GoldRecord, split_by_meeting
+from ttalkkac.errors import DataError
 from ttalkkac.plan import PlanShapeError, normalize_plan
 from ttalkkac.prompts import USER_PROMPT_TEMPLATE, build_messages
 
@@ -84,6 +85,13 @@ class JsonlStats:
     skip_lines: dict[str, list[int]] = field(default_factory=dict)
     raw_user_content: int = 0  # user messages not rendered from our template
     dropped_keys: Counter[str] = field(default_factory=Counter)
+    # filled by split_by_meeting
+    split_method: str = ""
+    moved_to_val: int = 0
+    train: int = 0
+    val: int = 0
+    train_meetings: int = 0
+    val_meetings: int = 0
 
     def skip(self, reason: str, line_no: int) -> None:
         self.skipped[reason] += 1
@@ -99,7 +107,21 @@ class JsonlStats:
             "skip_lines": self.skip_lines,
             "raw_user_content": self.raw_user_content,
             "dropped_keys": dict(self.dropped_keys),
+            "usable": self.records,
+            "split_method": self.split_method,
+            "moved_to_val": self.moved_to_val,
+            "train": self.train,
+            "val": self.val,
+            "train_meetings": self.train_meetings,
+            "val_meetings": self.val_meetings,
         }
+
+
+@dataclass
+class ChatJsonlDataset:
+    train: list[GoldRecord]
+    val: list[GoldRecord]
+    stats: JsonlStats
 
 
 def meeting_from_user(content: str) -> tuple[str, bool]:
@@ -197,3 +219,20 @@ def read_chat_jsonl(source: Path | str | IO[str]) -> tuple[list[GoldRecord], Jso
         dict(stats.skipped),
     )
     return records, stats
+
+
+def load_chat_jsonl(
+    path: Path | str, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SEED
+) -> ChatJsonlDataset:
+    """Records of a chat JSONL file split by meeting like gold data (``metadata.split`` = val
+    lines are validation; else a seeded fraction of meetings). ``DataError`` if none is usable."""
+    records, stats = read_chat_jsonl(path)
+    if not records:
+        raise DataError(
+            f"no usable lines in {Path(path).name}: {stats.lines} lines, skipped "
+            f"{dict(stats.skipped) or 'none'}; each line needs "
+            '{"messages": [..., {"role": "user", ...}, {"role": "assistant", "content": PLAN}]}',
+            detail=stats.to_dict(),
+        )
+    train, val = split_by_meeting(records, val_fraction=val_fraction, seed=seed, stats=stats)
+    return ChatJsonlDataset(train=train, val=val, stats=stats)
