@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ttalkkac.cli import data, models, up
+from ttalkkac.cli import data, models, train, up, worker
 
 app = typer.Typer(
     name="ttalkkac",
@@ -15,6 +15,8 @@ app = typer.Typer(
 app.add_typer(data.app, name="data", help="Inspect and export gold-standard data.")
 app.add_typer(models.app, name="models", help="Base models that work offline (demo model).")
 app.command("up")(up.up)  # deploy: the one-command launcher
+app.command("train")(train.train)  # training: foreground LoRA run
+app.command("worker")(worker.worker)  # training: the Celery worker
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def create_job(
     session: Session,
     *,
     dataset_id: str,
-    base_model: str,
+    base_model: str | None,
     hyperparameters: dict[str, Any],
     suffix: str | None = None,
     id: str | None = None,
@@ -114,16 +114,21 @@ def transition_job(
     id: str,
     from_statuses: Iterable[str],
     to_status: str,
+    where: Iterable[Any] = (),
     **fields: Any,
 ) -> bool:
     """Compare-and-set of a job's status (plus other columns); True when this call moved it.
 
     A single conditional UPDATE, so two processes racing (the API cancelling, the worker
-    finishing) cannot both win.
+    finishing) cannot both win. ``where``: extra conditions (for example the owning worker).
     """
     result = session.execute(
         update(TrainingJob)
-        .where(TrainingJob.id == id, TrainingJob.status.in_([str(s) for s in from_statuses]))
+        .where(
+            TrainingJob.id == id,
+            TrainingJob.status.in_([str(s) for s in from_statuses]),
+            *where,
+        )
         .values(status=str(to_status), updated_at=utcnow(), **fields)
     )
     return result.rowcount == 1
@@ -136,6 +141,16 @@ def update_job(session: Session, *, id: str, **fields: Any) -> None:
     session.execute(
         update(TrainingJob).where(TrainingJob.id == id).values(updated_at=utcnow(), **fields)
     )
+
+
+def touch_job(session: Session, *, id: str, worker: str) -> bool:
+    """Heartbeat: only while ``worker`` still owns the job."""
+    result = session.execute(
+        update(TrainingJob)
+        .where(TrainingJob.id == id, TrainingJob.worker == worker)
+        .values(heartbeat_at=utcnow())
+    )
+    return result.rowcount == 1
 
 
 def job_status(session: Session, *, id: str) -> str | None:

@@ -93,7 +93,8 @@ class TrainingJob(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
-    base_model: Mapped[str] = mapped_column(Text)
+    # None until the worker resolves the default base model for its hardware.
+    base_model: Mapped[str | None] = mapped_column(Text, default=None)
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     suffix: Mapped[str | None] = mapped_column(String(64), default=None)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued.value, index=True)

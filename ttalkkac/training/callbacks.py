@@ -1,6 +1,6 @@
 """Progress and cancellation as trainer callbacks, shared by the CLI and the worker.
 
-The trainer talks to one ``Reporter``: the CLI's draws a progress bar, the worker's writes job
+The trainer talks to one ``Reporter`` (``ttalkkac.training.reporter``): the CLI's draws a progress bar, the worker's writes job
 events and progress to the store and answers ``should_cancel`` from the job's status.
 """
 
@@ -12,31 +12,9 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from ttalkkac.training.reporter import Reporter
+
 logger = logging.getLogger(__name__)
-
-
-class Reporter:
-    """Receives a run's progress; the base class only logs. Subclasses override what they need."""
-
-    def event(
-        self,
-        message: str,
-        *,
-        type: str = "message",
-        level: str = "info",
-        data: dict[str, Any] | None = None,
-    ) -> None:
-        log = logger.warning if level in ("warning", "error") else logger.info
-        log("%s %s", message, data or "")
-
-    def progress(self, *, step: int, total_steps: int, epoch: float | None) -> None:
-        pass
-
-    def metrics(self, metrics: dict[str, Any]) -> None:
-        """Latest metrics (train loss, learning rate, eval loss) for the job row."""
-
-    def should_cancel(self) -> bool:
-        return False
 
 
 def _clean(logs: dict[str, Any]) -> dict[str, Any]:

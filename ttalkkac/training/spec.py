@@ -114,11 +114,11 @@ class TrainSpec(BaseModel):
     max_seq_len: int = Field(
         default=4096, ge=128, le=131_072, description="Tokens per training example."
     )
-    min_quality: float | None = Field(
-        default=7.0,
-        ge=0,
-        le=10,
-        description="Gold records scoring below this are skipped; null keeps every record.",
+    min_quality: float = Field(
+        default=7.0, ge=0, le=10, description="Gold records scoring below this are skipped."
+    )
+    include_unscored: bool = Field(
+        default=False, description="Also train on gold records that carry no quality score."
     )
     val_fraction: float = Field(default=0.1, ge=0, lt=1, description="Meetings held out.")
     seed: int = Field(default=42, ge=0, le=2**31 - 1)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ttalkkac.errors import DataError, JobCancelled
-from ttalkkac.training.callbacks import CancelCallback, ProgressCallback, Reporter
+from ttalkkac.training.callbacks import CancelCallback, ProgressCallback
 from ttalkkac.training.generation_check import CheckItem, generation_check
 from ttalkkac.training.report import (
     LOG_HISTORY_FILE,
@@ -32,6 +32,7 @@ from ttalkkac.training.report import (
     plot_loss,
     write_json,
 )
+from ttalkkac.training.reporter import Reporter
 from ttalkkac.training.spec import Device, RunPlan, TrainSpec, plan_run
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,224 @@
+"""``ttalkkac train``: the job's trainer in the foreground, with a progress bar."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from ttalkkac.errors import DataError
+from ttalkkac.logs import configure_logging
+from ttalkkac.settings import get_settings
+from ttalkkac.training.reporter import Reporter
+from ttalkkac.training.spec import TrainSpec
+
+console = Console(stderr=True)
+
+
+class ConsoleReporter(Reporter):
+    """A rich progress bar over optimizer steps, with events printed above it."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress_bar = progress
+        self.task = progress.add_task("training", total=None, loss="")
+
+    def event(
+        self,
+        message: str,
+        *,
+        type: str = "message",
+        level: str = "info",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        if type == "metrics" and "eval_loss" not in (data or {}):
+            return  # per-step losses show in the bar
+        style = {"warning": "yellow", "error": "red"}.get(level, "")
+        self.progress_bar.console.print(f"[{style}]{message}[/]" if style else message)
+
+    def progress(self, *, step: int, total_steps: int, epoch: float | None) -> None:
+        self.progress_bar.update(self.task, completed=step, total=total_steps)
+
+    def metrics(self, metrics: dict[str, Any]) -> None:
+        parts = []
+        if metrics.get("loss") is not None:
+            parts.append(f"loss {metrics['loss']:.4f}")
+        if metrics.get("eval_loss") is not None:
+            parts.append(f"eval {metrics['eval_loss']:.4f}")
+        if parts:
+            self.progress_bar.update(self.task, loss=" ".join(parts))
+
+
+def default_out_dir(base_model: str, now: datetime | None = None) -> Path:
+    """The guide's naming: ``<model>_lora_ttalkkac_YYYYMMDD_HHMMSS``."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(base_model.rstrip("/")).name) or "model"
+    return Path(f"{name}_lora_ttalkkac_{(now or datetime.now()):%Y%m%d_%H%M%S}")
+
+
+def _spec(values: dict[str, Any]) -> TrainSpec:
+    lora = {k: v for k, v in values.pop("lora").items() if v is not None}
+    clean = {k: v for k, v in values.items() if v is not None}
+    try:
+        return TrainSpec.model_validate({**clean, "lora": lora})
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(spec)"
+            console.print(f"[red]invalid hyperparameter {field}: {err['msg']}[/]")
+        raise typer.Exit(2) from exc
+
+
+def train(
+    gold: Annotated[Path, typer.Option(help="Gold results folder (train_*/val_* folders).")],
+    meetings: Annotated[
+        Path, typer.Option(help="Meetings folder (<meeting>/05_final_result.json).")
+    ],
+    base_model: Annotated[
+        str | None,
+        typer.Option(help="Base model id or folder. Default: BASE_MODEL, else the demo model."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder. Default: <model>_lora_ttalkkac_<time>/")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Optimizer steps (overrides epochs).")
+    ] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the data [3].")] = None,
+    min_quality: Annotated[
+        float | None, typer.Option(help="Skip gold records below [7.0].")
+    ] = None,
+    include_unscored: Annotated[
+        bool, typer.Option(help="Also train on records without a quality score.")
+    ] = False,
+    max_seq_len: Annotated[int | None, typer.Option(help="Tokens per example [4096].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Per-device batch size [1].")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps [8].")] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option("--lr", help="Learning rate [2e-4].")
+    ] = None,
+    warmup_steps: Annotated[int | None, typer.Option(help="Warmup steps [100], capped.")] = None,
+    logging_steps: Annotated[int | None, typer.Option(help="Log every N steps [10].")] = None,
+    eval_steps: Annotated[int | None, typer.Option(help="Evaluate every N steps.")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank [16].")] = None,
+    lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha [32].")] = None,
+    lora_dropout: Annotated[float | None, typer.Option(help="LoRA dropout [0.1].")] = None,
+    target_modules: Annotated[
+        str | None, typer.Option(help="Comma-separated modules [q/k/v/o/gate/up/down_proj].")
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="fp16 | bf16 | fp32 | auto [fp16, fixed per device].")
+    ] = None,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = True,
+    val_fraction: Annotated[float | None, typer.Option(help="Held-out meetings [0.1].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed [42].")] = None,
+    generation_check: Annotated[
+        int | None, typer.Option(help="Validation meetings generated after training [3].")
+    ] = None,
+    generation_max_new_tokens: Annotated[
+        int | None, typer.Option(help="Token budget per generated plan [1536].")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "WARNING",
+) -> None:
+    """Fine-tune a LoRA adapter on gold data; writes the adapter, results and loss curve."""
+    configure_logging(log_level)
+    spec = _spec(
+        {
+            "max_steps": max_steps,
+            "num_train_epochs": epochs,
+            "min_quality": min_quality,
+            "include_unscored": include_unscored,
+            "max_seq_len": max_seq_len,
+            "per_device_train_batch_size": batch_size,
+            "gradient_accumulation_steps": grad_accum,
+            "learning_rate": learning_rate,
+            "warmup_steps": warmup_steps,
+            "logging_steps": logging_steps,
+            "eval_steps": eval_steps,
+            "mixed_precision": precision,
+            "gradient_checkpointing": gradient_checkpointing,
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "generation_check_samples": generation_check,
+            "generation_max_new_tokens": generation_max_new_tokens,
+            "lora": {
+                "r": lora_r,
+                "alpha": lora_alpha,
+                "dropout": lora_dropout,
+                "target_modules": [m.strip() for m in target_modules.split(",") if m.strip()]
+                if target_modules
+                else None,
+            },
+        }
+    )
+    from ttalkkac.data.gold import load_gold
+    from ttalkkac.training.trainer import TrainData, train_lora
+
+    try:
+        gold_data = load_gold(
+            gold,
+            meetings,
+            min_quality=spec.min_quality,
+            unscored="include" if spec.include_unscored else "exclude",
+            val_fraction=spec.val_fraction,
+            seed=spec.seed,
+        )
+    except DataError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(1) from exc
+    if base_model is None:
+        from ttalkkac.inference.factory import resolve_base_model
+
+        base_model = resolve_base_model(get_settings())
+    out = out or default_out_dir(base_model)
+    console.print(
+        f"{len(gold_data.train)} train / {len(gold_data.val)} validation records; "
+        f"base model {base_model}; output {out}"
+    )
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        try:
+            results = train_lora(
+                base_model=base_model,
+                data=TrainData(gold_data.train, gold_data.val, gold_data.stats.to_dict()),
+                spec=spec,
+                out_dir=out,
+                reporter=ConsoleReporter(progress),
+            )
+        except DataError as exc:
+            console.print(f"[red]{exc.message}[/]")
+            raise typer.Exit(1) from exc
+    summary = {
+        key: results.get(key)
+        for key in (
+            "train_loss",
+            "eval_loss",
+            "best_eval_loss",
+            "global_step",
+            "train_runtime",
+            "train_tokens_per_second",
+        )
+    }
+    summary["generation_check"] = {
+        k: results["generation_check"].get(k) for k in ("samples", "parseable", "schema_valid")
+    }
+    summary["out"] = str(out)
+    typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))

@@ -1,0 +1,39 @@
+"""Thin tasks: pass the job id, re-read the row, hand over to ``ttalkkac.jobs``."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from celery import Celery
+
+from ttalkkac.settings import Settings
+from ttalkkac.store.db import Database
+
+logger = logging.getLogger(__name__)
+
+_databases: dict[tuple[int, str], Database] = {}
+
+
+def database(settings: Settings) -> Database:
+    """One store engine per process: a forked child must not reuse its parent's connections."""
+    key = (os.getpid(), settings.resolved_database_url)
+    if key not in _databases:
+        settings.ensure_dirs()
+        db = Database(settings.resolved_database_url)
+        db.create_all()
+        _databases[key] = db
+    return _databases[key]
+
+
+def register_tasks(app: Celery) -> None:
+    from worker.celery_app import TASK_RUN_TRAINING_JOB
+
+    @app.task(name=TASK_RUN_TRAINING_JOB, acks_late=True, reject_on_worker_lost=True)
+    def run_training_job(job_id: str) -> str:
+        from ttalkkac.jobs import run_job
+
+        settings: Settings = app.ttalkkac_settings  # type: ignore[attr-defined]
+        outcome = run_job(database(settings), settings, job_id)
+        logger.info("[job %s] delivery ended: %s", job_id, outcome)
+        return outcome
