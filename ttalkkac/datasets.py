@@ -205,55 +205,13 @@ def load_records(
             seed=seed,
         )
     if layout.kind == "chat_jsonl":
-        return _load_jsonl(
-            folder / str(layout.jsonl_file),
-            min_quality=min_quality,
-            val_fraction=val_fraction,
-            seed=seed,
+        # A JSONL upload is curated by whoever wrote it: no quality filter applies.
+        from ttalkkac.data.jsonl import load_chat_jsonl
+
+        return load_chat_jsonl(
+            folder / str(layout.jsonl_file), val_fraction=val_fraction, seed=seed
         )
     raise DataError(f"unknown dataset kind {layout.kind!r}")
-
-
-@dataclass
-class Loaded:
-    train: list[Any]
-    val: list[Any]
-    stats: dict[str, Any]
-
-
-def _load_jsonl(path: Path, *, min_quality: float, val_fraction: float, seed: int) -> Loaded:
-    """Chat JSONL records, split by meeting like gold data.
-
-    The quality filter applies to lines that carry a score (``metadata.score``); a JSONL upload
-    is curated by whoever wrote it, so lines without one are kept.
-    """
-    from ttalkkac.data.gold import GoldStats, split_by_meeting
-    from ttalkkac.data.jsonl import read_chat_jsonl
-
-    records, jstats = read_chat_jsonl(path)
-    if not records:
-        raise DataError(
-            'no usable line in the JSONL upload: each line needs {"messages": [...]} with a '
-            "user message (the meeting) and an assistant message (the plan JSON)",
-            detail=jstats.to_dict(),
-        )
-    kept = [r for r in records if r.score is None or r.score >= min_quality]
-    if not kept:
-        raise DataError(
-            f"every scored line is below min_quality {min_quality:g}", detail=jstats.to_dict()
-        )
-    split = GoldStats(results_dir=str(path), min_quality=min_quality)
-    train, val = split_by_meeting(kept, val_fraction=val_fraction, seed=seed, stats=split)
-    stats = {
-        **jstats.to_dict(),
-        "below_min_quality": len(records) - len(kept),
-        "split_method": split.split_method,
-        "train": split.train,
-        "val": split.val,
-        "train_meetings": split.train_meetings,
-        "val_meetings": split.val_meetings,
-    }
-    return Loaded(train, val, stats)
 
 
 def stats_dict(stats: Any) -> dict[str, Any]:
