@@ -28,7 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from ttalkkac.errors import DataError
 from ttalkkac.meetings import Utterance, chunk_text, render_utterances
@@ -46,6 +46,7 @@ _RECORD_FOLDER = re.compile(r"^(train|val)_(\d+)_(.+)$", re.DOTALL)
 _CHUNK_SUFFIX = re.compile(r"_chunk_\d+$")
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)\n?\s*```", re.DOTALL)
 _SAMPLES_PER_REASON = 5
+_UTTERANCES = TypeAdapter(list[Utterance])
 
 
 class Unscored(StrEnum):
@@ -257,12 +258,15 @@ class _MeetingCache:
         if isinstance(data, str):
             text = data.strip()
         elif isinstance(data, list):
-            utterances = []
-            for item in data:
-                try:
-                    utterances.append(Utterance.model_validate(item))
-                except ValidationError:
-                    self.stats.invalid_utterances += 1
+            try:  # the whole list at once is much faster; item by item only when one is bad
+                utterances = _UTTERANCES.validate_python(data)
+            except ValidationError:
+                utterances = []
+                for item in data:
+                    try:
+                        utterances.append(Utterance.model_validate(item))
+                    except ValidationError:
+                        self.stats.invalid_utterances += 1
             text = render_utterances(utterances)
         else:
             return Skip.BAD_MEETING
