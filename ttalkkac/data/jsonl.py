@@ -160,7 +160,6 @@ def _parse_line(raw: str, line_no: int, stats: JsonlStats) -> GoldRecord | None:
     if not meeting.strip():
         stats.skip("empty_meeting", line_no)
         return None
-    stats.raw_user_content += int(not from_template)
     match = _FENCE.search(assistant)
     try:
         raw_plan = json.loads(match.group(1) if match else assistant)
@@ -173,6 +172,7 @@ def _parse_line(raw: str, line_no: int, stats: JsonlStats) -> GoldRecord | None:
         stats.skip("bad_plan_shape", line_no)
         return None
     stats.dropped_keys.update(normalized.dropped_keys)
+    stats.raw_user_content += int(not from_template)
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     split = meta.get("split") if meta.get("split") in ("train", "val") else "train"
     meeting_id = meta.get("meeting_id")
