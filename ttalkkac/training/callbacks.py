@@ -56,7 +56,7 @@ class ProgressCallback(TrainerCallback):
         **kw: Any,
     ) -> None:
         # Evaluations are reported by on_evaluate; the end-of-training summary by the trainer.
-        if not logs or any(k.startswith("eval_") for k in logs) or "train_runtime" in logs:
+        if not logs or any(k.startswith("eval_") for k in logs) or "train_loss" in logs:
             return
         data = _clean({"step": state.global_step, "epoch": state.epoch, **logs})
         self.reporter.event(

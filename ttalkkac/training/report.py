@@ -8,7 +8,7 @@ import math
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def loss_curves(log_history: list[dict[str, Any]]) -> dict[str, list[tuple[int, 
     return {"train": train, "val": val}
 
 
-def plot_loss(log_history: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
-    """Train and validation loss against optimizer steps, as a PNG."""
+def plot_loss(log_history: list[dict[str, Any]], path: Path | BinaryIO, *, title: str = "") -> None:
+    """Train and validation loss against optimizer steps, as a PNG (a file or a stream)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and workers
@@ -84,9 +84,11 @@ def plot_loss(log_history: list[dict[str, Any]], path: Path, *, title: str = "")
         else:
             ax.text(0.5, 0.5, "no loss logged yet", ha="center", va="center")
         fig.tight_layout()
-        tmp = path.with_name(path.name + ".tmp.png")
-        fig.savefig(tmp, format="png")
-        tmp.replace(path)
+        if isinstance(path, Path):
+            tmp = path.with_name(path.name + ".tmp.png")
+            fig.savefig(tmp, format="png")
+            tmp.replace(path)
+        else:
+            fig.savefig(path, format="png")
     finally:
         plt.close(fig)
-    return path

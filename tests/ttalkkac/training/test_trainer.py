@@ -1,0 +1,169 @@
+"""The LoRA trainer on the tiny Qwen3: outputs, learning, evaluation, adapter, cancel, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.ttalkkac.training.conftest import RecordingReporter, TrainedRun, file_digest
+from tests.utils.training_data import tiny_records
+from ttalkkac.errors import JobCancelled
+from ttalkkac.training.generation_check import judge
+
+pytestmark = pytest.mark.slow
+
+
+def test_outputs_are_safetensors_results_history_and_plot(trained_run: TrainedRun) -> None:
+    out = trained_run.out_dir
+    for name in ("adapter_model.safetensors", "adapter_config.json", "training_results.json"):
+        assert (out / name).is_file(), name
+    assert not list(out.rglob("*.bin")), "no pickle weights"
+    assert not (out / "checkpoints").exists()
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = json.loads((out / "log_history.json").read_text())
+    assert any("loss" in h for h in history) and any("eval_loss" in h for h in history)
+
+    results = json.loads((out / "training_results.json").read_text())
+    for key in (
+        "train_runtime",
+        "train_samples_per_second",
+        "train_steps_per_second",
+        "total_flos",
+        "train_tokens_per_second",
+        "train_loss",
+        "eval_loss",
+        "best_eval_loss",
+        "best_train_loss",
+        "data",
+        "library_versions",
+    ):
+        assert results[key] is not None, key
+    assert results["hyperparameters"]["lora"]["r"] == 8
+    assert results["hyperparameters"]["learning_rate"] == 1e-2
+    assert results["base_model"] == str(trained_run.base_dir)
+    assert results["library_versions"]["peft"] and results["library_versions"]["transformers"]
+    assert results["data"]["loader"] == {"source": "tiny_records"}
+    assert results["data"]["examples"]["train"]["examples"] == 4
+    assert results["global_step"] == 24 and results["train_tokens"] > 0
+    assert results["total_flos"] > 0
+
+
+def test_loss_falls_on_repeated_examples(trained_run: TrainedRun) -> None:
+    r = trained_run.results
+    assert r["train_loss"] < r["first_train_loss"] - 1.0, (r["first_train_loss"], r["train_loss"])
+
+
+def test_validation_loss_recorded_and_best_checkpoint_kept(trained_run: TrainedRun) -> None:
+    history = trained_run.results
+    evals = [
+        (e["step"], e["eval_loss"])
+        for e in json.loads((trained_run.out_dir / "log_history.json").read_text())
+        if "eval_loss" in e
+    ]
+    assert [s for s, _ in evals][:4] == [6, 12, 18, 24]
+    best_step, best = min(evals, key=lambda item: item[1])
+    assert math.isclose(history["best_eval_loss"], best, rel_tol=1e-6)
+    assert history["best_step"] == best_step
+    # The saved adapter is the best checkpoint: evaluating it again gives the best loss.
+    assert math.isclose(history["eval_loss"], best, rel_tol=1e-4)
+
+
+def test_run_time_fixes_are_reported(trained_run: TrainedRun) -> None:
+    fixes = {e["data"]["fix"]: e for e in trained_run.reporter.events if "fix" in e["data"]}
+    assert fixes["warmup_steps"]["data"]["used"] == 2  # 10% of 24 steps, not 100
+    assert fixes["mixed_precision"]["data"]["used"] == "fp32"  # CPU
+    assert all(e["level"] == "warning" for e in fixes.values())
+
+
+def test_events_cover_losses_evaluations_and_checkpoints(trained_run: TrainedRun) -> None:
+    events = trained_run.reporter.events
+    losses = [e for e in events if e["type"] == "metrics" and "loss" in e["data"]]
+    assert [e["data"]["step"] for e in losses][:3] == [1, 2, 4]
+    assert all("learning_rate" in e["data"] for e in losses)
+    assert len([e for e in events if "eval_loss" in e["data"]]) >= 4
+    assert [e["data"]["step"] for e in events if "checkpoint" in e["data"]][:4] == [6, 12, 18, 24]
+    assert trained_run.reporter.steps[-1] == 24
+
+
+def test_adapter_loads_with_peft_changes_outputs_and_base_is_unchanged(
+    trained_run: TrainedRun,
+) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    assert file_digest(trained_run.base_dir / "model.safetensors") == trained_run.base_digest
+    base = AutoModelForCausalLM.from_pretrained(trained_run.base_dir, dtype=torch.float32)
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    with torch.no_grad():
+        base_logits = base(ids).logits
+    model = PeftModel.from_pretrained(base, trained_run.out_dir)
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b), "LoRA B starts at zero: trained"
+    with torch.no_grad():
+        tuned = model(ids).logits
+        with model.disable_adapter():
+            plain = model(ids).logits
+    assert not torch.allclose(tuned, base_logits, atol=1e-4)
+    assert torch.allclose(plain, base_logits, atol=1e-6)
+
+
+def test_generation_check_counts_outputs(trained_run: TrainedRun) -> None:
+    check = trained_run.results["generation_check"]
+    assert check["samples"] == 2  # both validation meetings, within generation_check_samples
+    assert 0 <= check["schema_valid"] <= check["parseable"] <= check["samples"]
+    assert check["constrained"]["run"] is False
+    assert all(item["new_tokens"] > 0 for item in check["items"])
+
+
+def test_judge() -> None:
+    from tests.utils.gold_factory import plan_dict
+    from ttalkkac.plan import normalize_plan
+
+    plan = normalize_plan(plan_dict()).plan
+    assert judge(plan.to_json())["schema_valid"]
+    assert judge('{"project_name": "x"}') == {
+        "parseable": True,
+        "schema_valid": False,
+        "error": judge('{"project_name": "x"}')["error"],
+    }
+    assert not judge('{"project_name": ')["parseable"]
+
+
+def test_cancel_stops_within_a_step_and_a_rerun_resumes_from_the_checkpoint(
+    tiny_model_dir: Path, tmp_path: Path, one_thread
+) -> None:
+    from ttalkkac.training.spec import TrainSpec
+    from ttalkkac.training.trainer import TrainData, train_lora
+
+    records = tiny_records(4)
+    data = TrainData(records[:3], records[3:], {})
+    spec = TrainSpec(
+        max_steps=6,
+        gradient_accumulation_steps=1,
+        eval_steps=3,
+        logging_steps=1,
+        max_seq_len=512,
+        generation_check_samples=0,
+    )
+    stopper = RecordingReporter(cancel_at_step=4)
+    with pytest.raises(JobCancelled):
+        train_lora(
+            base_model=str(tiny_model_dir), data=data, spec=spec, out_dir=tmp_path, reporter=stopper
+        )
+    assert stopper.steps[-1] == 4  # stopped at the end of the step the cancel arrived in
+    assert (tmp_path / "checkpoints" / "checkpoint-3").is_dir()
+    assert not (tmp_path / "checkpoints" / "checkpoint-4").exists()
+    assert not (tmp_path / "adapter_model.safetensors").exists()
+
+    again = RecordingReporter()
+    results = train_lora(
+        base_model=str(tiny_model_dir), data=data, spec=spec, out_dir=tmp_path, reporter=again
+    )
+    assert results["resumed_from"] == "checkpoint-3"
+    assert any("resuming from checkpoint-3" in e["message"] for e in again.events)
+    assert again.steps[0] == 3 and results["global_step"] == 6
+    assert (tmp_path / "adapter_model.safetensors").is_file()
