@@ -12,13 +12,16 @@ shortened: its beginning is kept (meetings state their purpose early), cut at a 
 scaffold and ``min_meeting_tokens`` of transcript is dropped and counted.
 
 ``DEFAULT_MAX_SEQ_LEN = 4096``, measured on the 260 plan records of the shared gold data with the
-SmolLM2 tokenizer (Korean costs it about 2 tokens per syllable): answers are 516 / 1,477 / 2,231
-/ 2,868 tokens (min / median / p95 / max) and the prompt without transcript is 623. At the
-guide's 2,048 the median answer plus the scaffold alone overflows, so truncation removed the
-answer of nearly every example. At 3,072, 46 examples (18%) would keep under 512 transcript
-tokens. At 4,096 every example fits with at least 600 transcript tokens (the median keeps about
-2,000). Longer sequences buy little, since even at 8,192 only 37 of 260 transcripts fit whole,
-while CPU training cost grows with sequence length.
+SmolLM2 tokenizer (Korean costs it about 2 tokens per syllable; ``ttalkkac data inspect ...
+--min-quality 0 --unscored include --tokenizer <demo model>``): answers are 517 / 1,477 / 2,232
+/ 2,869 tokens (min / median / p95 / max, end token included) and the prompt without transcript
+is 623. At the guide's 2,048 the median answer plus the scaffold alone overflows: 234 of 260
+examples cannot keep even 256 transcript tokens, and truncating at 2,048 removed the answer of
+nearly every example. At 3,072, 46 examples (18%) would keep under 512 transcript tokens. At
+4,096 every example fits and keeps at least 577 transcript tokens (median 1,921). Longer
+sequences buy little, since even at 8,192 only 37 of 260 transcripts fit whole, while CPU
+training cost grows with sequence length. Tokenizers that spend fewer tokens on Korean (Qwen3)
+keep more transcript within the same limit; raise it on a GPU when memory allows.
 """
 
 from __future__ import annotations
