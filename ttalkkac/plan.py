@@ -77,7 +77,14 @@ class ProjectPlan(BaseModel):
     )
 
     def to_json(self, *, indent: int | None = None) -> str:
-        """The plan as the assistant answer text (Korean kept as is, fields in schema order)."""
+        """The plan as JSON text: Korean kept as is, fields in schema order.
+
+        Without ``indent`` this is the assistant answer the model is trained on: compact
+        separators, exactly what JSON-schema constrained decoding emits with
+        ``disable_any_whitespace`` (vLLM hands xgrammar ``separators=(",", ":")``).
+        """
+        if indent is None:
+            return json.dumps(self.model_dump(), ensure_ascii=False, separators=(",", ":"))
         return json.dumps(self.model_dump(), ensure_ascii=False, indent=indent)
 
 

@@ -26,7 +26,6 @@ keep more transcript within the same limit; raise it on a GPU when memory allows
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -46,13 +45,8 @@ SHORTENED_MARKER = "\n...(이하 생략)"
 
 
 def answer_text(plan: ProjectPlan) -> str:
-    """The assistant answer for a plan: compact JSON, fields in schema order, Korean unescaped.
-
-    Compact separators are exactly what JSON-schema constrained decoding emits with
-    ``disable_any_whitespace`` (vLLM passes ``separators=(",", ":")`` to xgrammar), so the model
-    is trained on the token sequence it will be forced to produce.
-    """
-    return json.dumps(plan.model_dump(), ensure_ascii=False, separators=(",", ":"))
+    """The assistant answer for a plan (see ``ProjectPlan.to_json``: compact, as decoded)."""
+    return plan.to_json()
 
 
 class PlanRecord(Protocol):
