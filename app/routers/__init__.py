@@ -7,4 +7,7 @@ from fastapi import FastAPI
 
 def include_routers(app: FastAPI) -> None:
     # Each resource's router is added here as it is built.
-    pass
+    from app.routers import datasets, train
+
+    app.include_router(datasets.router)  # training
+    app.include_router(train.router)  # training

@@ -1,0 +1,59 @@
+"""``/datasets``: upload (zip of the gold layout or chat JSONL), list, read."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Query, Request, UploadFile
+
+from app.deps import AuthDep, SessionDep, SettingsDep
+from app.schemas import DatasetPublic, DatasetsPublic
+from ttalkkac import datasets
+from ttalkkac.errors import NotFound, PayloadTooLarge
+from ttalkkac.store import crud
+
+router = APIRouter(prefix="/datasets", tags=["datasets"], dependencies=[AuthDep])
+
+# Multipart framing around the file: allowed on top of MAX_UPLOAD_BYTES.
+_FORM_OVERHEAD = 64 * 1024
+
+
+@router.post("", status_code=201, response_model=DatasetPublic)
+def upload_dataset(
+    request: Request,
+    settings: SettingsDep,
+    session: SessionDep,
+    file: UploadFile,
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> DatasetPublic:
+    """Upload a zip (results folder + meetings folder) or a chat-message ``.jsonl``.
+
+    Checked before it is kept: size limits, zip entries that escape the folder, and the data
+    loader's validation. Answered with the loader's statistics.
+    """
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > settings.max_upload_bytes + _FORM_OVERHEAD:
+        raise PayloadTooLarge(f"upload larger than {settings.max_upload_bytes} bytes")
+    dataset = datasets.ingest_upload(
+        settings, session, stream=file.file, filename=file.filename or "upload", name=name
+    )
+    return DatasetPublic.from_row(dataset)
+
+
+@router.get("", response_model=DatasetsPublic)
+def list_datasets(
+    session: SessionDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> DatasetsPublic:
+    """Newest first."""
+    rows, count = crud.list_datasets(session, offset=offset, limit=limit)
+    return DatasetsPublic(data=[DatasetPublic.from_row(r) for r in rows], count=count)
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic)
+def get_dataset(dataset_id: str, session: SessionDep) -> DatasetPublic:
+    row = crud.get_dataset(session, id=dataset_id)
+    if row is None:
+        raise NotFound(f"no dataset with id {dataset_id!r}")
+    return DatasetPublic.from_row(row)

@@ -1,0 +1,155 @@
+"""``/train``: submit LoRA fine-tuning jobs, watch them, cancel them."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
+
+from app.deps import AuthDep, DatabaseDep, SessionDep, SettingsDep
+from app.schemas import JobCreate, JobEventPublic, JobEventsPublic, JobPublic, JobsPublic
+from ttalkkac import jobs
+from ttalkkac.datasets import check_filter
+from ttalkkac.errors import EngineUnavailable, InvalidInput, NotFound
+from ttalkkac.settings import Settings
+from ttalkkac.store import crud
+from ttalkkac.store.models import TrainingJob
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/train", tags=["training"], dependencies=[AuthDep])
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_celery_lock = threading.Lock()
+
+
+def _celery(request: Request) -> Any:
+    """The Celery app that sends tasks, built once per API process (same broker resolution)."""
+    state = request.app.state
+    with _celery_lock:
+        if getattr(state, "celery", None) is None:
+            from worker.celery_app import create_celery_app
+
+            state.celery = create_celery_app(state.settings)
+    return state.celery
+
+
+def _check_base_model(value: str, settings: Settings) -> str:
+    """A hub id, the configured base model, or a model folder inside the data folder."""
+    if value == settings.base_model or _HUB_ID.match(value):
+        return value
+    path = Path(value).expanduser().resolve()
+    if path.is_relative_to(settings.data_dir) and (path / "config.json").is_file():
+        return str(path)
+    raise InvalidInput(
+        "base_model must be a hub id (org/name) or a model folder inside the data folder",
+        detail=[{"field": "body.base_model", "message": "not a hub id or managed model folder"}],
+    )
+
+
+def _job_or_404(session: Any, job_id: str) -> TrainingJob:
+    job = crud.get_job(session, id=job_id)
+    if job is None:
+        raise NotFound(f"no training job with id {job_id!r}")
+    return job
+
+
+@router.post("", status_code=202, response_model=JobPublic)
+def create_job(
+    body: JobCreate, request: Request, settings: SettingsDep, db: DatabaseDep
+) -> JobPublic:
+    """Queue a job. The row is committed before the task is sent, so a worker always finds it."""
+    base_model = _check_base_model(body.base_model, settings) if body.base_model else None
+    base_model = base_model or settings.base_model
+    with db.session() as session:
+        job = jobs.create_job(
+            session,
+            dataset_id=body.dataset_id,
+            spec=body.hyperparameters,
+            base_model=base_model,
+            suffix=body.suffix,
+        )
+        dataset = crud.get_dataset(session, id=body.dataset_id)
+        # Fail now, not in the worker, when the job's filter leaves nothing to train on.
+        check_filter(dataset, body.hyperparameters)
+    try:
+        from worker.celery_app import enqueue_training_job
+
+        enqueue_training_job(_celery(request), job.id)
+    except Exception as exc:
+        logger.exception("[job %s] enqueue failed", job.id)
+        jobs.mark_enqueue_failed(db, job.id, exc)
+        raise EngineUnavailable(
+            f"the job broker is unavailable; job {job.id} was marked failed", retry_after_s=30
+        ) from exc
+    logger.info("[job %s] queued on %s", job.id, settings.training_queue)
+    return JobPublic.from_row(job)
+
+
+@router.get("", response_model=JobsPublic)
+def list_jobs(
+    session: SessionDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> JobsPublic:
+    """Newest first."""
+    rows, count = crud.list_jobs(session, offset=offset, limit=limit)
+    return JobsPublic(data=[JobPublic.from_row(r) for r in rows], count=count)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job_id: str, session: SessionDep) -> JobPublic:
+    return JobPublic.from_row(_job_or_404(session, job_id))
+
+
+@router.get("/{job_id}/events", response_model=JobEventsPublic)
+def list_events(
+    job_id: str,
+    session: SessionDep,
+    after: Annotated[int, Query(ge=0, description="Only events with seq > after.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> JobEventsPublic:
+    job = _job_or_404(session, job_id)
+    events = crud.list_events(session, job_id=job_id, after=after, limit=limit)
+    return JobEventsPublic(
+        data=[JobEventPublic.model_validate(e) for e in events],
+        status=job.status,
+        next_after=events[-1].seq if events else after,
+    )
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
+    """A queued job is cancelled now; a running one stops after its current optimizer step."""
+    return JobPublic.from_row(jobs.cancel_job(session, id=job_id))
+
+
+@router.get(
+    "/{job_id}/loss.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "Train and validation loss."}},
+)
+def loss_plot(job_id: str, session: SessionDep, settings: SettingsDep) -> Response:
+    """The final plot once the job has one; while it runs, drawn from its logged losses."""
+    job = _job_or_404(session, job_id)
+    final = jobs.job_dir(settings, job_id) / "loss.png"
+    if job.status == "succeeded" and final.is_file():
+        return FileResponse(final, media_type="image/png")
+    from ttalkkac.training.report import plot_loss
+
+    history = [
+        e.data
+        for e in crud.list_events(session, job_id=job_id, limit=100_000)
+        if e.type == "metrics" and ("loss" in e.data or "eval_loss" in e.data)
+    ]
+    buffer = io.BytesIO()
+    plot_loss(history, buffer, title=f"job {job_id} ({job.status})")
+    return Response(
+        buffer.getvalue(), media_type="image/png", headers={"Cache-Control": "no-store"}
+    )
