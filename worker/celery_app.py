@@ -39,9 +39,11 @@ VISIBILITY_MARGIN_S = 3600
 def create_celery_app(settings: Settings) -> Celery:
     broker = resolve_broker(settings)
     app = Celery("ttalkkac", broker=broker.url, set_as_current=False)
-    transport: dict[str, Any] = {
-        "visibility_timeout": settings.job_time_limit_s + VISIBILITY_MARGIN_S
-    }
+    transport: dict[str, Any] = {}
+    # Redis-only options: kombu hands the SQLAlchemy transport's options to create_engine(),
+    # which refuses unknown keywords, so the embedded broker gets none.
+    if broker.kind == "redis":
+        transport["visibility_timeout"] = settings.job_time_limit_s + VISIBILITY_MARGIN_S
     if broker.kind == "redis" and settings.broker_key_prefix:
         transport["global_keyprefix"] = settings.broker_key_prefix
     app.conf.update(
