@@ -162,7 +162,9 @@ def _check(response: httpx.Response, *expected: int) -> Any:
             f"{response.request.method} {response.request.url.path} -> "
             f"{response.status_code}: {response.text[:2000]}"
         )
-    return response.json() if response.content else None
+    if response.headers.get("content-type", "").startswith("application/json"):
+        return response.json()
+    return response.text
 
 
 def wait_ready(client: httpx.Client, launcher: subprocess.Popen, timeout_s: float) -> None:
@@ -358,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json-out", type=Path, help="also write the summary here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s smoke: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if not GOLD.is_dir() or not MEETINGS.is_dir():
         print(f"error: shared data not found under {SHARED}", file=sys.stderr)
         return 2
@@ -365,9 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     try:
         run(args, summary)
-    except SmokeFailure as exc:
+    except Exception as exc:  # every failure ends in the summary, with the launcher's log
         ok = False
-        summary["error"] = str(exc)
+        summary["error"] = f"{type(exc).__name__}: {exc}"
         log.error("FAILED: %s", exc)
         if "log" in summary:
             tail = Path(summary["log"]).read_text(errors="replace")[-6000:]
