@@ -32,9 +32,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.db.create_all()
     if not settings.api_keys:
         logger.warning("API_KEYS is empty: the API is open to anyone who can reach it")
+    from app.serving import start_serving, stop_serving  # serving: engine loads in background
+
+    await start_serving(app)
     try:
         yield
     finally:
+        await stop_serving(app)
         app.state.db.dispose()
 
 

@@ -20,3 +20,20 @@ GENERATE_QUEUE_DEPTH = Gauge(
 GENERATED_TOKENS = Counter(
     "ttalkkac_generated_tokens_total", "Tokens generated", ["kind"]
 )  # kind: prompt | completion
+
+# --- serving -----------------------------------------------------------------------------------
+GENERATE_REQUESTS = Counter(
+    "ttalkkac_generate_requests_total", "Generate requests by outcome", ["engine", "outcome"]
+)  # outcome: ok | rejected (4xx) | unavailable (503) | invalid_output (502) | error
+GENERATE_LATENCY = Histogram(
+    "ttalkkac_generate_seconds",
+    "Latency of successful generate requests",
+    ["engine"],
+    buckets=(0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600),
+)
+GENERATE_RETRIES = Counter(
+    "ttalkkac_generate_retries_total", "Generations retried because the answer did not validate"
+)
+ENGINE_READY = Gauge(
+    "ttalkkac_engine_ready", "1 when the generation engine is ready", ["engine", "mode"]
+)

@@ -9,8 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ttalkkac.meetings import Utterance
+from ttalkkac.plan import ProjectPlan
 from ttalkkac.training.spec import TrainSpec
 
 # --- datasets and training jobs --------------------------------------------------------------
@@ -154,6 +156,225 @@ class JobEventsPublic(BaseModel):
 
 # --- adapters --------------------------------------------------------------------------------
 
+
+class AdapterPublic(BaseModel):
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "smollm2-meetings-v1",
+                    "base_model": "/data/models/SmolLM2-135M-Instruct",
+                    "path": "/data/jobs/job_3f9c2a1b7d4e8f60/adapter",
+                    "rank": 16,
+                    "job_id": "job_3f9c2a1b7d4e8f60",
+                    "metrics": {"eval_loss": 1.42, "train_loss": 1.31},
+                    "created_at": "2025-08-01T09:30:00Z",
+                    "is_active": True,
+                    "compatible": True,
+                    "loaded": True,
+                }
+            ]
+        },
+    )
+
+    name: str
+    base_model: str = Field(description="Base model the adapter was trained on (id or path).")
+    path: str = Field(description="Adapter folder (safetensors) inside the data folder.")
+    rank: int = Field(description="LoRA rank r.")
+    job_id: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    is_active: bool = Field(description="The default adapter of /generate.")
+    compatible: bool = Field(
+        default=True, description="Trained on the base model this service serves."
+    )
+    loaded: bool = Field(default=False, description="Already loaded by the engine.")
+
+
+class AdaptersPublic(BaseModel):
+    data: list[AdapterPublic]
+    count: int
+    active: str | None = Field(
+        description="Name of the active adapter; null: /generate uses the base model."
+    )
+    base_model: str = Field(description="The base model this service serves.")
+
+
 # --- generation ------------------------------------------------------------------------------
 
+_MEETING_EXAMPLE = (
+    "[00:01] 김민수: 오늘은 사내 회의록 요약 서비스 도입을 논의하겠습니다.\n"
+    "[00:15] 이지은: 회의가 끝나면 요약과 할 일이 자동으로 노션에 올라가면 좋겠습니다.\n"
+    "[00:32] 박준호: 다음 주 금요일까지 제가 음성 인식 API를 비교해서 공유하겠습니다.\n"
+    "[00:48] 김민수: 좋습니다. 9월 말 시범 운영을 목표로 하고 PM은 제가 맡겠습니다."
+)
+
+_PLAN_EXAMPLE = {
+    "project_name": "회의록 자동 요약 및 노션 연동 서비스",
+    "project_purpose": "회의 종료 후 요약과 할 일을 자동으로 정리해 노션에 공유한다",
+    "project_period": "2025.08.04 ~ 2025.09.30",
+    "project_manager": "김민수",
+    "core_objectives": ["회의 요약 자동화", "할 일과 담당자 자동 추출", "노션 페이지 자동 생성"],
+    "core_idea": "음성 인식과 LLM으로 회의 내용을 구조화해 노션 기획안으로 변환",
+    "idea_description": "회의 음성을 텍스트로 변환하고, 미세 조정된 LLM이 목적, 일정, 담당자를 "
+    "추출해 노션 블록으로 만든다.",
+    "execution_plan": [
+        "1단계: 음성 인식 API 비교 (박준호, 다음 주 금요일까지)",
+        "2단계: 요약 모델 미세 조정과 평가",
+        "3단계: 노션 연동 개발과 9월 말 시범 운영",
+    ],
+    "expected_effects": ["회의록 작성 시간 단축", "할 일 누락 방지"],
+}
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"meeting": _MEETING_EXAMPLE},
+                {
+                    "meeting": [
+                        {
+                            "timestamp": "00:01",
+                            "speaker": "김민수",
+                            "text": "오늘은 회의록 요약 서비스 도입을 논의하겠습니다.",
+                        },
+                        {
+                            "timestamp": "00:32",
+                            "speaker": "박준호",
+                            "text": "다음 주 금요일까지 음성 인식 API를 비교하겠습니다.",
+                        },
+                    ],
+                    "adapter": "smollm2-meetings-v1",
+                    "temperature": 0.2,
+                    "max_tokens": 1536,
+                },
+            ]
+        },
+    )
+
+    meeting: str | list[Utterance] = Field(
+        description="The transcript: plain text, or utterances "
+        "[{timestamp, speaker, text}] rendered as '[timestamp] speaker: text' lines."
+    )
+    adapter: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Adapter name. Omitted or null: the active adapter, else the base model. "
+        '"base": the base model explicitly.',
+    )
+    temperature: float | None = Field(
+        default=None, ge=0, le=2, description="Sampling temperature (default: DEFAULT_TEMPERATURE)."
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        ge=16,
+        le=16384,
+        description="Answer budget in tokens (default: DEFAULT_MAX_TOKENS).",
+    )
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="Sampling seed.")
+
+    @field_validator("meeting", mode="before")
+    @classmethod
+    def _check_meeting(cls, value: object) -> object:
+        """Clear messages for the common mistakes, before the type union reports both arms."""
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError("meeting is empty (only whitespace)")
+            return value
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("meeting: the utterance list is empty")
+            for i, item in enumerate(value):
+                if not isinstance(item, dict):
+                    raise ValueError(f"meeting[{i}] must be an object with a 'text' field")
+                text = item.get("text")
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError(f"meeting[{i}].text is missing or empty")
+            return value
+        raise ValueError("meeting must be a string or a list of utterances")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Timings(BaseModel):
+    queue_ms: float = Field(description="Waiting for the engine (scheduler queue or batch).")
+    generate_ms: float = Field(description="The rest of the request: prefill, decoding, retries.")
+
+
+class GenerateResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "plan": _PLAN_EXAMPLE,
+                    "adapter": "smollm2-meetings-v1",
+                    "base_model": "/data/models/SmolLM2-135M-Instruct",
+                    "engine": "vllm",
+                    "usage": {"prompt_tokens": 412, "completion_tokens": 356},
+                    "timings": {"queue_ms": 3.2, "generate_ms": 4120.5},
+                    "chunks": 1,
+                    "warnings": [],
+                    "request_id": "9f2c4e1a7b3d5c60",
+                }
+            ]
+        }
+    )
+
+    plan: ProjectPlan = Field(description="The validated project plan.")
+    adapter: str | None = Field(description="Adapter used; null: the base model.")
+    base_model: str
+    engine: Literal["vllm", "transformers"]
+    usage: Usage
+    timings: Timings
+    chunks: int = Field(description="Chunks the meeting was planned in (1: not split).")
+    warnings: list[str] = Field(default_factory=list)
+    request_id: str | None = None
+
+
 # --- health ----------------------------------------------------------------------------------
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class ReadyPublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "ready": True,
+                    "state": "ready",
+                    "engine": "vllm",
+                    "mode": "lora",
+                    "base_model": "/data/models/SmolLM2-135M-Instruct",
+                    "active_adapter": "smollm2-meetings-v1",
+                    "loaded_adapters": ["smollm2-meetings-v1"],
+                    "waiting": 0,
+                    "max_waiting_requests": 64,
+                    "error": None,
+                }
+            ]
+        }
+    )
+
+    ready: bool = Field(description="Engine loaded and a warm-up generation succeeded.")
+    state: str = Field(
+        description="created | loading | warming | ready | restarting | engine_dead | failed "
+        "| stopped | disabled"
+    )
+    engine: str
+    mode: str = Field(description="How adapters are served: 'lora' (per request).")
+    base_model: str
+    active_adapter: str | None = None
+    loaded_adapters: list[str] = Field(default_factory=list)
+    waiting: int = Field(description="Generate requests in the engine now.")
+    max_waiting_requests: int
+    error: str | None = None

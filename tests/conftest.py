@@ -45,7 +45,8 @@ def settings(tmp_path: Path):
     """Settings for one test: a private data folder, SQLite store, no API keys."""
     from ttalkkac.settings import Settings
 
-    s = Settings(data_dir=tmp_path / "data", warmup=False)
+    # No generation engine unless a test asks for one (serving tests build theirs).
+    s = Settings(data_dir=tmp_path / "data", warmup=False, serving_enabled=False)
     s.ensure_dirs()
     return s
 
@@ -92,3 +93,58 @@ def demo_model_dir() -> Path:
     from ttalkkac.demo_model import ensure_demo_model
 
     return ensure_demo_model(TEST_CACHE / "models")
+
+
+# --- serving lane: tiny models for the engines and the one vLLM app the API tests share --------
+
+
+@pytest.fixture(scope="session")
+def terse_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Qwen3, made to close JSON strings early: short, schema-valid plans."""
+    from tests.utils.serving import build_terse_qwen3
+
+    return build_terse_qwen3(tiny_model_dir, tmp_path_factory.mktemp("terse-qwen3"))
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(terse_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two random LoRA adapters (r=8, safetensors) for the terse tiny model."""
+    from tests.utils.serving import build_lora
+
+    root = tmp_path_factory.mktemp("tiny-adapters")
+    return [build_lora(terse_model_dir, root / f"lora{seed}", seed=seed) for seed in (1, 2)]
+
+
+@pytest.fixture(scope="session")
+def serving_settings(terse_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Settings of the shared vLLM app: tiny model, small budgets, a low waiting limit."""
+    from ttalkkac.settings import Settings
+
+    s = Settings(
+        data_dir=tmp_path_factory.mktemp("serving-data"),
+        base_model=str(terse_model_dir),
+        serving_engine="vllm",
+        max_model_len=2048,
+        max_lora_rank=8,
+        max_loras=2,
+        default_max_tokens=256,
+        max_waiting_requests=4,
+        max_meeting_chars=20_000,
+        warmup=True,
+    )
+    s.ensure_dirs()
+    return s
+
+
+@pytest.fixture(scope="session")
+def vllm_client(serving_settings) -> Iterator:
+    """ONE app with a real vLLM engine for every API test that needs one (~30 s to start)."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from tests.utils.serving import wait_ready
+
+    with TestClient(create_app(serving_settings)) as client:
+        ready = wait_ready(client)
+        assert ready["ready"], ready
+        yield client

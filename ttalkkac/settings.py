@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     )
 
     # --- serving -------------------------------------------------------------------------
+    serving_enabled: bool = Field(
+        default=True,
+        description=(
+            "Load the generation engine in the API process (false: /generate answers 503; "
+            "for an API that only manages training, and for tests that need no engine)."
+        ),
+    )
     serving_engine: Literal["vllm", "transformers"] = Field(
         default="vllm", description="Generation engine of the API."
     )

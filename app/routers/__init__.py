@@ -11,3 +11,9 @@ def include_routers(app: FastAPI) -> None:
 
     app.include_router(datasets.router)  # training
     app.include_router(train.router)  # training
+
+    from app.routers import adapters, generate, health
+
+    app.include_router(generate.router)  # serving
+    app.include_router(adapters.router)  # serving
+    app.include_router(health.router)  # serving

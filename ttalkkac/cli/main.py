@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ttalkkac.cli import data, models, train, up, worker
+from ttalkkac.cli import data, generate, models, serve, train, up, worker
 
 app = typer.Typer(
     name="ttalkkac",
@@ -17,6 +17,8 @@ app.add_typer(models.app, name="models", help="Base models that work offline (de
 app.command("up")(up.up)  # deploy: the one-command launcher
 app.command("train")(train.train)  # training: foreground LoRA run
 app.command("worker")(worker.worker)  # training: the Celery worker
+app.command("generate")(generate.generate)  # serving: a plan for one meeting
+app.command("api")(serve.api)  # serving: the HTTP API
 
 
 if __name__ == "__main__":

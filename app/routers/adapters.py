@@ -1,0 +1,90 @@
+"""Adapters: list them (which one is active), show one, make one the default of /generate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from app.deps import AuthDep, SessionDep, SettingsDep
+from app.schemas import AdapterPublic, AdaptersPublic
+from app.serving import GeneratorDep
+from ttalkkac.adapters import BASE, ref_from_row, same_base_model
+from ttalkkac.errors import InvalidInput, NotFound
+from ttalkkac.inference.service import PlanGenerator
+from ttalkkac.store import crud
+
+router = APIRouter(prefix="/adapters", tags=["adapters"], dependencies=[AuthDep])
+
+
+def _public(row: Any, generator: PlanGenerator) -> AdapterPublic:
+    adapter = AdapterPublic.model_validate(row, from_attributes=True)
+    adapter.compatible = same_base_model(row.base_model, generator.engine.base_model)
+    adapter.loaded = row.name in generator.engine.loaded_adapters()
+    return adapter
+
+
+def _listing(session: Any, generator: PlanGenerator) -> AdaptersPublic:
+    rows = crud.list_adapters(session)
+    active = next((row.name for row in rows if row.is_active), None)
+    return AdaptersPublic(
+        data=[_public(row, generator) for row in rows],
+        count=len(rows),
+        active=active,
+        base_model=generator.engine.base_model,
+    )
+
+
+@router.get("", response_model=AdaptersPublic, summary="List adapters (newest first)")
+def list_adapters(session: SessionDep, generator: GeneratorDep) -> AdaptersPublic:
+    return _listing(session, generator)
+
+
+@router.get(
+    "/{name}",
+    response_model=AdapterPublic,
+    responses={404: {"description": "Unknown adapter."}},
+    summary="Show one adapter",
+)
+def get_adapter(name: str, session: SessionDep, generator: GeneratorDep) -> AdapterPublic:
+    row = crud.get_adapter(session, name=name)
+    if row is None:
+        raise NotFound(f"no adapter named {name!r}")
+    return _public(row, generator)
+
+
+@router.post(
+    "/{name}/activate",
+    response_model=AdapterPublic,
+    responses={
+        404: {"description": "Unknown adapter."},
+        409: {"description": "The adapter was trained on another base model."},
+        422: {"description": "The adapter's files are unusable (missing, not safetensors)."},
+    },
+    summary="Make an adapter the default of /generate",
+)
+def activate_adapter(
+    name: str, session: SessionDep, settings: SettingsDep, generator: GeneratorDep
+) -> AdapterPublic:
+    if name == BASE:
+        raise InvalidInput(
+            f"{BASE!r} is the base model, not an adapter: DELETE /adapters/active to serve "
+            "the base model by default"
+        )
+    row = crud.get_adapter(session, name=name)
+    if row is None:
+        raise NotFound(f"no adapter named {name!r}")
+    # Refuse now what every default request would otherwise fail on.
+    ref_from_row(row, settings, generator.engine.base_model)
+    return _public(crud.activate_adapter(session, name=name), generator)
+
+
+@router.delete(
+    "/active",
+    response_model=AdaptersPublic,
+    summary="Deactivate the active adapter: /generate then defaults to the base model",
+)
+def deactivate(session: SessionDep, generator: GeneratorDep) -> AdaptersPublic:
+    crud.deactivate_adapters(session)
+    session.flush()
+    return _listing(session, generator)

