@@ -13,6 +13,7 @@ import logging
 import re
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -116,23 +117,33 @@ def safe_extract(
             if not target.is_relative_to(root):
                 raise InvalidInput(f"zip entry escapes the archive folder: {name!r}")
             plan.append((info, target))
-        files = written = 0
-        for info, target in plan:
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            files += 1
-            # Declared sizes can lie: count what is actually inflated.
-            with zf.open(info) as src, target.open("wb") as out:
-                while chunk := src.read(_CHUNK):
-                    written += len(chunk)
-                    if written > max_unpacked_bytes:
-                        raise PayloadTooLarge(
-                            f"zip unpacks to more than {max_unpacked_bytes} bytes "
-                            "(MAX_DATASET_UNPACKED_BYTES)"
-                        )
-                    out.write(chunk)
+        try:
+            return _write_entries(zf, plan, max_unpacked_bytes)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            # A size field that lies makes zipfile stop at the declared size: the CRC fails.
+            raise InvalidInput(f"corrupt zip file: {exc}") from exc
+
+
+def _write_entries(
+    zf: zipfile.ZipFile, plan: list[tuple[zipfile.ZipInfo, Path]], max_unpacked_bytes: int
+) -> tuple[int, int]:
+    files = written = 0
+    for info, target in plan:
+        if info.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        files += 1
+        # Declared sizes can lie: count what is actually inflated.
+        with zf.open(info) as src, target.open("wb") as out:
+            while chunk := src.read(_CHUNK):
+                written += len(chunk)
+                if written > max_unpacked_bytes:
+                    raise PayloadTooLarge(
+                        f"zip unpacks to more than {max_unpacked_bytes} bytes "
+                        "(MAX_DATASET_UNPACKED_BYTES)"
+                    )
+                out.write(chunk)
     return files, written
 
 

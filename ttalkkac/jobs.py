@@ -274,7 +274,8 @@ def _claim(db: Database, settings: Settings, job_id: str, me: str) -> TrainingJo
         if status is JobStatus.cancelling and not owner_alive(job, settings):
             _finish_cancelled(session, job_id, "cancelled (its worker was gone)")
             return "cancelled"
-        requeued = (job.worker or "").startswith(f"{_REQUEUED}:")
+        previous = job.worker  # read now: the CAS below updates ``job`` in the session too
+        requeued = (previous or "").startswith(f"{_REQUEUED}:")
         if status in ACTIVE and not requeued and owner_alive(job, settings):
             logger.info("[job %s] running in %s; duplicate delivery skipped", job_id, job.worker)
             return "duplicate"
@@ -300,7 +301,7 @@ def _claim(db: Database, settings: Settings, job_id: str, me: str) -> TrainingJo
                     job_id,
                     "WorkerLost",
                     f"the worker running attempt {job.attempts} of {settings.max_job_attempts} "
-                    f"({job.worker}) was lost; giving up (MAX_JOB_ATTEMPTS)",
+                    f"({previous}) was lost; giving up (MAX_JOB_ATTEMPTS)",
                 )
                 return "failed"
             # Conditional on the old owner: two deliveries racing cannot both take the job over.
@@ -309,12 +310,16 @@ def _claim(db: Database, settings: Settings, job_id: str, me: str) -> TrainingJo
                 id=job_id,
                 from_statuses=[JobStatus.running],
                 to_status=JobStatus.running,
-                where=[TrainingJob.worker == job.worker],
+                where=[TrainingJob.worker == previous],
                 attempts=job.attempts + 1,
                 worker=me,
                 heartbeat_at=now,
             )
-            message = f"worker {job.worker} was lost; restarting the job"
+            message = (
+                "restarting the job re-enqueued after its worker was lost"
+                if requeued
+                else f"worker {previous} was lost; restarting the job"
+            )
         if not moved:
             return "lost race"
         session.refresh(job)

@@ -1,0 +1,88 @@
+"""A real Celery worker on a queue and Redis key prefix of this run, with its own database."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.conftest import POSTGRES_ADMIN_URL, REDIS_URL
+from tests.utils.worker_process import WorkerProcess
+
+
+@dataclass
+class WorkerSetup:
+    settings: object  # ttalkkac.settings.Settings of the API side
+    env: dict[str, str]
+    log: Path
+    worker: WorkerProcess
+
+
+@pytest.fixture(scope="module")
+def worker_database(run_id: str) -> Iterator[str]:
+    """PostgreSQL shared by the API (this process) and the worker processes."""
+    name = f"test_ttalkkac_{run_id}_worker"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def redis_prefix(run_id: str) -> Iterator[str]:
+    import redis
+
+    prefix = f"test-ttalkkac-{run_id}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def worker_setup(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_model_dir: Path,
+    worker_database: str,
+    redis_prefix: str,
+    run_id: str,
+) -> Iterator[WorkerSetup]:
+    from ttalkkac.settings import Settings
+
+    data_dir = tmp_path_factory.mktemp("worker-data")
+    values = {
+        "data_dir": str(data_dir),
+        "database_url": worker_database,
+        "redis_url": REDIS_URL,
+        "training_queue": f"test-training-{run_id}",
+        "broker_key_prefix": redis_prefix,
+        "base_model": str(tiny_model_dir),
+        "max_job_attempts": "2",
+        "job_heartbeat_s": "1",
+        "job_stale_after_s": "60",
+        "job_sweep_interval_s": "2",
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATA_DIR", "DATABASE_URL"))}
+    env.update({k.upper(): v for k, v in values.items()})
+    # Tiny models train fastest on one thread; the suite shares two cores.
+    env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    settings = Settings(**values, serving_enabled=False, warmup=False)
+    settings.ensure_dirs()
+    log = data_dir / "worker.log"
+    worker = WorkerProcess(env, log).start()
+    setup = WorkerSetup(settings, env, log, worker)
+    try:
+        yield setup
+    finally:
+        setup.worker.stop()

@@ -1,0 +1,259 @@
+"""Jobs end to end: HTTP upload and submit, a real Celery worker, real training on a tiny model.
+
+One worker (concurrency 1, a fresh child per job) serves the module; the tests run in order and
+the crash test, which kills it, comes last.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.utils.training_data import tiny_gold_zip
+from tests.utils.worker_process import WorkerProcess
+from tests.worker.conftest import WorkerSetup
+
+pytestmark = pytest.mark.slow
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+FAST = {
+    "gradient_accumulation_steps": 1,
+    "learning_rate": 1e-2,
+    "logging_steps": 1,
+    "max_seq_len": 512,
+    "min_quality": 7.0,
+    "val_fraction": 0.34,
+    "generation_check_samples": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def client(worker_setup: WorkerSetup) -> Iterator[TestClient]:
+    from app.main import create_app
+
+    with TestClient(create_app(worker_setup.settings)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def dataset_id(client: TestClient, tmp_path_factory: pytest.TempPathFactory) -> str:
+    archive = tiny_gold_zip(tmp_path_factory.mktemp("upload"), n=6, score=8.0)
+    response = client.post("/datasets", files={"file": ("gold.zip", archive.read_bytes())})
+    assert response.status_code == 201, response.text
+    assert response.json()["records"] == 6
+    return response.json()["id"]
+
+
+def submit(client: TestClient, dataset_id: str, **hyper: Any) -> dict[str, Any]:
+    response = client.post(
+        "/train", json={"dataset_id": dataset_id, "hyperparameters": {**FAST, **hyper}}
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "queued"
+    return response.json()
+
+
+def wait_for(
+    client: TestClient,
+    job_id: str,
+    until: Callable[[dict[str, Any]], bool],
+    *,
+    timeout_s: float = 120,
+    what: str = "",
+    log: Path | None = None,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get(f"/train/{job_id}").json()
+        if until(job):
+            return job
+        time.sleep(0.3)
+    events = client.get(f"/train/{job_id}/events").json()["data"]
+    tail = log.read_text(errors="replace")[-4000:] if log else ""
+    raise AssertionError(
+        f"timed out waiting for {what}: {job}\n{[e['message'] for e in events]}\n{tail}"
+    )
+
+
+def events(client: TestClient, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+    response = client.get(f"/train/{job_id}/events", params={"after": after})
+    assert response.status_code == 200
+    return response.json()["data"]
+
+
+def test_upload_train_and_register_adapter(
+    client: TestClient, dataset_id: str, worker_setup: WorkerSetup, tiny_model_dir: Path
+) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from ttalkkac.store import crud
+    from ttalkkac.store.db import Database
+
+    job = submit(
+        client,
+        dataset_id,
+        max_steps=8,
+        eval_steps=4,
+        generation_check_samples=1,
+        generation_max_new_tokens=24,
+        lora={"r": 8, "alpha": 16},
+    )
+    done = wait_for(
+        client, job["id"], lambda j: j["status"] in TERMINAL, what="success", log=worker_setup.log
+    )
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 1 and done["error"] is None
+    assert done["progress"] == {"step": 8, "total_steps": 8, "epoch": done["progress"]["epoch"]}
+    assert done["metrics"]["eval_loss"] is not None and done["metrics"]["best_eval_loss"] > 0
+    assert done["base_model"] == str(tiny_model_dir)
+
+    out = worker_setup.settings.jobs_dir / job["id"]
+    for name in ("adapter_model.safetensors", "adapter_config.json", "training_results.json"):
+        assert (out / name).is_file(), name
+    assert not list(out.rglob("*.bin"))
+    plot = client.get(f"/train/{job['id']}/loss.png")
+    assert plot.status_code == 200 and plot.content[:4] == b"\x89PNG"
+    assert plot.content == (out / "loss.png").read_bytes()
+
+    # Events: append-only, numbered 1..n in time order, the job's story from queue to adapter.
+    story = events(client, job["id"])
+    assert [e["seq"] for e in story] == list(range(1, len(story) + 1))
+    stamps = [e["created_at"] for e in story]
+    assert stamps == sorted(stamps)
+    messages = [e["message"] for e in story]
+    assert messages[0] == "job queued" and messages[1].startswith("job started (attempt 1 of 2)")
+    assert messages[-1].startswith("succeeded: adapter")
+    assert any(e["type"] == "metrics" and "eval_loss" in e["data"] for e in story)
+    assert any(m.startswith("checkpoint saved at step 4") for m in messages)
+    assert any("generation check:" in m for m in messages)
+    assert events(client, job["id"], after=len(story) - 2) == story[-2:]
+
+    db = Database(worker_setup.settings.resolved_database_url)
+    with db.session() as session:
+        adapter = crud.get_adapter(session, name=done["adapter_name"])
+        assert adapter is not None
+        assert (adapter.job_id, adapter.path, adapter.rank) == (job["id"], str(out), 8)
+        assert adapter.base_model == str(tiny_model_dir)
+        assert adapter.metrics["eval_loss"] == pytest.approx(done["metrics"]["eval_loss"])
+    db.dispose()
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, out)
+    trained_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert trained_b and any(p.abs().sum() > 0 for p in trained_b)
+
+    listing = client.get("/train", params={"limit": 1}).json()
+    assert listing["count"] >= 1 and listing["data"][0]["id"] == job["id"]
+
+
+def test_cancel_running_and_queued_jobs(
+    client: TestClient, dataset_id: str, worker_setup: WorkerSetup
+) -> None:
+    running = submit(client, dataset_id, max_steps=100_000, eval_steps=50_000)
+    waiting = submit(client, dataset_id, max_steps=5)  # queued behind it (concurrency 1)
+
+    response = client.post(f"/train/{waiting['id']}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    assert client.post(f"/train/{waiting['id']}/cancel").status_code == 409
+
+    wait_for(
+        client,
+        running["id"],
+        lambda j: j["status"] == "running" and j["progress"]["step"] >= 2,
+        what="training steps",
+        log=worker_setup.log,
+    )
+    response = client.post(f"/train/{running['id']}/cancel")
+    assert response.status_code == 200 and response.json()["status"] in ("cancelling", "cancelled")
+    requested = time.monotonic()
+    done = wait_for(
+        client, running["id"], lambda j: j["status"] in TERMINAL, timeout_s=60, what="cancel"
+    )
+    assert done["status"] == "cancelled" and done["adapter_name"] is None
+    assert time.monotonic() - requested < 30
+    assert done["progress"]["step"] < 100_000
+    messages = [e["message"] for e in events(client, running["id"])]
+    assert any(m.startswith("cancel requested") for m in messages)
+    assert messages[-1].startswith("cancelled")
+
+    # The cancelled job's message is still delivered once the worker is free; it must not run.
+    time.sleep(3)
+    skipped = client.get(f"/train/{waiting['id']}").json()
+    assert skipped["status"] == "cancelled" and skipped["attempts"] == 0
+
+
+def test_worker_killed_mid_job_resumes_then_fails_with_reason(
+    client: TestClient, dataset_id: str, worker_setup: WorkerSetup
+) -> None:
+    job = submit(client, dataset_id, max_steps=100_000, eval_steps=3)
+    job_id = job["id"]
+    wait_for(
+        client,
+        job_id,
+        lambda j: any(e["message"].startswith("checkpoint saved") for e in events(client, job_id)),
+        what="a checkpoint",
+        log=worker_setup.log,
+    )
+    first = client.get(f"/train/{job_id}").json()
+    assert first["attempts"] == 1
+
+    # 1) The process running the job is killed (OOM killer, kill -9): the worker notices and
+    # redelivers at once (acks_late + reject_on_worker_lost); attempt 2 resumes from a checkpoint.
+    from ttalkkac.store import crud
+    from ttalkkac.store.db import Database
+
+    db = Database(worker_setup.settings.resolved_database_url)
+    with db.session() as session:
+        child_pid = int(crud.get_job(session, id=job_id).worker.rsplit(":", 1)[1])
+    db.dispose()
+    import os
+    import signal
+
+    os.kill(child_pid, signal.SIGKILL)
+    resumed = wait_for(
+        client,
+        job_id,
+        lambda j: (
+            j["attempts"] == 2
+            and any("resuming from checkpoint-" in e["message"] for e in events(client, job_id))
+        ),
+        what="resume after the child was killed",
+        log=worker_setup.log,
+    )
+    assert resumed["status"] == "running"
+    messages = [e["message"] for e in events(client, job_id)]
+    # Whichever noticed first (the worker's pool or its orphan sweep) names the lost process.
+    assert any(f":{child_pid} " in m and ("lost" in m or "gone" in m) for m in messages), (
+        child_pid,
+        messages,
+    )
+    resume_line = next(m for m in messages if "resuming from checkpoint-" in m)
+    resumed_from = int(resume_line.rsplit("checkpoint-", 1)[1])
+    assert resumed_from >= 3
+    wait_for(client, job_id, lambda j: j["progress"]["step"] > resumed_from, what="progress")
+
+    # 2) The whole worker dies (machine or container lost). Its message stays unacknowledged
+    # until the broker's visibility timeout; the next worker's start-up sweep finds the orphan.
+    # MAX_JOB_ATTEMPTS is 2 here, so the job ends failed with the reason instead of running again.
+    worker_setup.worker.kill_group()
+    worker_setup.worker = WorkerProcess(worker_setup.env, worker_setup.log).start()
+    failed = wait_for(
+        client,
+        job_id,
+        lambda j: j["status"] in TERMINAL,
+        timeout_s=60,
+        what="failure after the worker was lost",
+        log=worker_setup.log,
+    )
+    assert failed["status"] == "failed"
+    assert failed["attempts"] == 2
+    assert failed["error"]["type"] == "WorkerLost"
+    assert "MAX_JOB_ATTEMPTS" in failed["error"]["message"]
+    assert failed["finished_at"] is not None
