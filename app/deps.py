@@ -29,7 +29,10 @@ def get_session(db: Annotated[Database, Depends(get_database)]) -> Iterator[Sess
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response is sent. With the default ("request") scope the
+# commit runs after the client has its answer, so an immediate follow-up request (POST /datasets,
+# then POST /train with the returned id) could miss the row.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False)
 
