@@ -84,6 +84,7 @@ class TransformersEngine:
         self._failed: BaseException | None = None
         self._counter = 0
         self._stop_ids: list[int] = []
+        self.batches = 0  # generate() calls so far (for metrics and tests)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -220,6 +221,7 @@ class TransformersEngine:
                 _resolve(pending, error=error)
             return
         finished = time.perf_counter()
+        self.batches += 1
         for pending, result in zip(group, results, strict=True):
             result.queue_ms = (started - pending.submitted) * 1000
             result.generate_ms = (finished - started) * 1000

@@ -1,0 +1,156 @@
+"""PlanGenerator on the real transformers engine (tiny model): validation, retry, chunks, limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ttalkkac.adapters import ref_from_dir
+from ttalkkac.errors import EngineUnavailable, GenerationInvalid, InvalidInput, PayloadTooLarge
+from ttalkkac.inference.base import EngineRequest, EngineResult
+from ttalkkac.inference.hf_engine import TransformersEngine
+from ttalkkac.inference.service import PlanGenerator
+from ttalkkac.plan import ProjectPlan
+
+MEETING = (
+    "[00:01] Speaker_A: 리모컨 디자인을 논의하겠습니다.\n[00:02] Speaker_B: 시장 조사를 하겠습니다."
+)
+
+
+@pytest.fixture(scope="module")
+def engine(terse_model_dir: Path) -> Iterator[TransformersEngine]:
+    engine = TransformersEngine(str(terse_model_dir), max_model_len=2048, dtype="float32")
+    asyncio.run(engine.start())
+    yield engine
+    asyncio.run(engine.stop())
+
+
+def generator(engine, **options) -> PlanGenerator:
+    gen = PlanGenerator(engine, default_max_tokens=256, warmup=False, **options)
+    gen.state = "ready"  # the module's engine is already started
+    return gen
+
+
+def test_plan_with_and_without_adapter(engine, tiny_adapters) -> None:
+    gen = generator(engine)
+    adapter = ref_from_dir(tiny_adapters[0])
+    plain, adapted = asyncio.run(
+        _gather(gen.generate(MEETING, temperature=0), gen.generate(MEETING, adapter=adapter))
+    )
+    for result in (plain, adapted):
+        assert isinstance(result.plan, ProjectPlan)
+        assert result.engine == "transformers" and result.chunks == 1
+        assert result.usage["completion_tokens"] > 0 and result.retries == 0
+    assert plain.adapter is None and adapted.adapter == adapter.name
+    assert adapter.name in engine.loaded_adapters()
+
+
+async def _gather(*coros):
+    return await asyncio.gather(*coros)
+
+
+class FirstAnswerCut:
+    """The real engine, with its first answer cut in half (as a too-small budget would)."""
+
+    def __init__(self, engine) -> None:
+        self.inner = engine
+        self.calls: list[EngineRequest] = []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def generate(self, request: EngineRequest) -> EngineResult:
+        self.calls.append(request)
+        result = await self.inner.generate(request)
+        if len(self.calls) == 1:
+            return replace(
+                result, text=result.text[: len(result.text) // 2], finish_reason="length"
+            )
+        return result
+
+
+def test_invalid_answer_is_retried_once_with_another_seed(engine) -> None:
+    flaky = FirstAnswerCut(engine)
+    gen = generator(flaky)
+    result = asyncio.run(gen.generate(MEETING, temperature=0, seed=11))
+    assert result.retries == 1
+    assert [c.seed for c in flaky.calls] == [11, 12]
+    assert flaky.calls[1].temperature >= 0.3  # greedy decoding would repeat the failure
+    assert any("retried with seed 12" in w for w in result.warnings)
+
+
+def test_two_invalid_answers_are_generation_invalid(engine) -> None:
+    gen = generator(engine)
+    with pytest.raises(GenerationInvalid) as info:
+        asyncio.run(gen.generate(MEETING, max_tokens=16))
+    attempts = info.value.detail["attempts"]
+    assert len(attempts) == 2 and all(a["finish_reason"] == "length" for a in attempts)
+    assert "cut off at max_tokens" in attempts[0]["error"]
+
+
+def test_waiting_limit_rejects_with_retry_after(engine) -> None:
+    gen = generator(engine, max_waiting_requests=1)
+
+    async def two_at_once():
+        return await asyncio.gather(
+            gen.generate(MEETING), gen.generate(MEETING), return_exceptions=True
+        )
+
+    first, second = asyncio.run(two_at_once())
+    assert isinstance(first.plan, ProjectPlan)
+    assert isinstance(second, EngineUnavailable) and second.retry_after_s >= 1
+    assert gen.waiting() == 0
+
+
+def test_long_meeting_is_split_to_fit_the_context(engine) -> None:
+    gen = generator(engine)
+    lines = [
+        f"[00:{i % 60:02d}] Speaker_{'AB'[i % 2]}: 항목 {i}번을 다음 주까지 검토합니다."
+        for i in range(200)
+    ]
+    result = asyncio.run(gen.generate("\n".join(lines)))
+    assert result.chunks > 1
+    assert result.usage["prompt_tokens"] > engine.max_model_len
+    assert "chunks" in result.warnings[0]
+    with pytest.raises(InvalidInput, match="leaves no room"):
+        asyncio.run(gen.generate(MEETING, max_tokens=2040))
+
+
+def test_meeting_checks(engine) -> None:
+    gen = generator(engine, max_meeting_chars=1000)
+    with pytest.raises(InvalidInput, match="empty"):
+        asyncio.run(gen.generate(" \n "))
+    with pytest.raises(InvalidInput, match="empty"):
+        asyncio.run(gen.generate([]))
+    with pytest.raises(InvalidInput, match="text"):
+        asyncio.run(gen.generate([{"speaker": "A"}]))
+    with pytest.raises(PayloadTooLarge, match="1,000"):
+        asyncio.run(gen.generate("가" * 1001))
+
+
+def test_engine_swap_is_atomic(engine, terse_model_dir: Path) -> None:
+    """Issue 7's switch: requests in flight finish on the old engine, new ones use the new."""
+    old = TransformersEngine(str(terse_model_dir), max_model_len=2048, dtype="float32")
+    new = TransformersEngine(str(terse_model_dir), max_model_len=2048, dtype="float32")
+
+    async def scenario():
+        gen = PlanGenerator(old, default_max_tokens=256, warmup=False)
+        await gen.start()
+        in_flight = [asyncio.create_task(gen.generate(MEETING)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        swap = asyncio.create_task(gen.swap_engine(new))
+        results = await asyncio.gather(*in_flight)
+        await swap
+        after = await gen.generate(MEETING)
+        await gen.stop()
+        return gen, results, after
+
+    gen, results, after = asyncio.run(scenario())
+    assert all(isinstance(r.plan, ProjectPlan) for r in results)
+    assert isinstance(after.plan, ProjectPlan)
+    assert gen.engine is new and not old.ready
+    assert old.batches >= 1 and new.batches >= 1
