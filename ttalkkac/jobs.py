@@ -295,14 +295,9 @@ def _claim(db: Database, settings: Settings, job_id: str, me: str) -> TrainingJo
             )
             message = "job started"
         else:  # running, but its process is gone: a redelivery after a crash
-            if job.attempts >= settings.max_job_attempts:
-                _fail(
-                    session,
-                    job_id,
-                    "WorkerLost",
-                    f"the worker running attempt {job.attempts} of {settings.max_job_attempts} "
-                    f"({previous}) was lost; giving up (MAX_JOB_ATTEMPTS)",
-                )
+            give_up = _give_up(job, previous, settings)
+            if give_up is not None:
+                _fail(session, job_id, *give_up)
                 return "failed"
             # Conditional on the old owner: two deliveries racing cannot both take the job over.
             moved = crud.transition_job(
@@ -332,6 +327,25 @@ def _claim(db: Database, settings: Settings, job_id: str, me: str) -> TrainingJo
             data={"attempt": job.attempts, "worker": me},
         )
         return job
+
+
+def _give_up(job: TrainingJob, lost: str | None, settings: Settings) -> tuple[str, str] | None:
+    """Why an orphaned job must not run again: attempts used up, or out of time."""
+    if job.attempts >= settings.max_job_attempts:
+        return (
+            "WorkerLost",
+            f"the worker running attempt {job.attempts} of {settings.max_job_attempts} "
+            f"({lost}) was lost; giving up (MAX_JOB_ATTEMPTS)",
+        )
+    limit = timedelta(seconds=settings.job_time_limit_s)
+    if job.started_at is not None and utcnow() - job.started_at > limit:
+        # The hard time limit kills the process without a word: this is where it is said.
+        return (
+            "TimeLimitExceeded",
+            f"the job started {job.started_at.isoformat()} and ran past JOB_TIME_LIMIT_S "
+            f"({settings.job_time_limit_s} s); its worker ({lost}) is gone",
+        )
+    return None
 
 
 def _fail(session: Any, job_id: str, error_type: str, message: str) -> bool:
@@ -531,14 +545,9 @@ def recover_orphaned_jobs(
                 _finish_cancelled(session, job_id, "cancelled (its worker was gone)")
                 recovered.append(job_id)
                 continue
-            if job.attempts >= settings.max_job_attempts:
-                _fail(
-                    session,
-                    job_id,
-                    "WorkerLost",
-                    f"the worker running attempt {job.attempts} of {settings.max_job_attempts} "
-                    f"({job.worker}) was lost; giving up (MAX_JOB_ATTEMPTS)",
-                )
+            give_up = _give_up(job, job.worker, settings)
+            if give_up is not None:
+                _fail(session, job_id, *give_up)
                 recovered.append(job_id)
                 continue
             lost = job.worker

@@ -156,3 +156,19 @@ def test_reporter_writes_progress_metrics_and_events(db: Database, tmp_path: Pat
     assert (job.step, job.total_steps, job.epoch) == (3, 10, 0.5)
     assert job.metrics == {"loss": 1.25, "learning_rate": 1e-4, "eval_loss": None}
     assert messages(db, job_id) == ["job queued", "step 3"]
+
+
+def test_an_orphan_past_the_time_limit_fails_instead_of_restarting(
+    db: Database, settings: Settings, dead_pid: int
+) -> None:
+    job_id = new_job(db)
+    set_running(db, job_id, f"{jobs.socket.gethostname()}:{dead_pid}")
+    with db.session() as s:
+        crud.update_job(
+            s, id=job_id, started_at=utcnow() - timedelta(seconds=settings.job_time_limit_s + 1)
+        )
+    sent: list[str] = []
+    assert jobs.recover_orphaned_jobs(db, settings, enqueue=sent.append) == [job_id]
+    assert sent == []
+    job = get(db, job_id)
+    assert (job.status, job.error_type) == ("failed", "TimeLimitExceeded")

@@ -123,6 +123,9 @@ def train(
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = True,
     val_fraction: Annotated[float | None, typer.Option(help="Held-out meetings [0.1].")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed [42].")] = None,
+    max_eval_samples: Annotated[
+        int | None, typer.Option(help="Validation examples evaluated during training [all].")
+    ] = None,
     generation_check: Annotated[
         int | None, typer.Option(help="Validation meetings generated after training [3].")
     ] = None,
@@ -150,6 +153,7 @@ def train(
             "gradient_checkpointing": gradient_checkpointing,
             "val_fraction": val_fraction,
             "seed": seed,
+            "max_eval_samples": max_eval_samples,
             "generation_check_samples": generation_check,
             "generation_max_new_tokens": generation_max_new_tokens,
             "lora": {

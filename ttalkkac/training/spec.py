@@ -121,6 +121,12 @@ class TrainSpec(BaseModel):
         default=False, description="Also train on gold records that carry no quality score."
     )
     val_fraction: float = Field(default=0.1, ge=0, lt=1, description="Meetings held out.")
+    max_eval_samples: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Validation examples evaluated during training (all when null; CPUs want few).",
+    )
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     generation_check_samples: int = Field(
         default=3, ge=0, le=100, description="Validation meetings generated after training."

@@ -192,6 +192,12 @@ def train_lora(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     train_set, val_set, example_stats = _build_examples(tokenizer, data, spec, reporter)
+    if spec.max_eval_samples is not None and len(val_set) > spec.max_eval_samples:
+        reporter.event(
+            f"evaluating on {spec.max_eval_samples} of {len(val_set)} validation examples "
+            "(max_eval_samples)"
+        )
+        val_set = val_set[: spec.max_eval_samples]
 
     plan = plan_run(spec, n_train=len(train_set), device=device)
     for fix in plan.fixes:
