@@ -1,0 +1,234 @@
+"""Results files: ``<run_id>.json`` (everything), ``<run_id>.md`` (the tables), a throughput
+plot, and ``latest.*`` copies that the README's performance section points to."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+ENGINE_LABELS = {
+    "vllm_merged": "vLLM, adapter merged (ours, CPU default)",
+    "vllm": "vLLM, per-request LoRA (ours)",
+    "transformers": "transformers + PEFT, batched (ours)",
+    "guide": "guide: transformers + PEFT, one at a time",
+}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_id = result["run_id"]
+    paths = [out_dir / f"{run_id}.json", out_dir / f"{run_id}.md"]
+    paths[0].write_text(
+        json.dumps(_json_safe(result), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
+    paths[1].write_text(markdown(result) + "\n", encoding="utf-8")
+    if "generation" in result:
+        plot = out_dir / f"{run_id}-throughput.png"
+        if plot_throughput(result["generation"], plot, title=_machine_line(result)):
+            paths.append(plot)
+    for path in list(paths):
+        latest = out_dir / path.name.replace(run_id, "latest")
+        shutil.copyfile(path, latest)
+        paths.append(latest)
+    return paths
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _machine_line(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    cpu = m["cpu"]
+    flags = "/".join(cpu["flags"]) or "no AVX"
+    return (
+        f"{cpu['model']}, {cpu['logical_cores']} cores ({flags}), {m['memory_gib']} GiB, "
+        f"{m['torch_threads']} torch threads"
+    )
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        f"## Benchmark run {result['run_id']}"
+        + (" (smoke: tiny random model)" if result["smoke"] else ""),
+        "",
+        f"- Machine: {_machine_line(result)}; load average at start {m['load_average_at_start']}, "
+        f"at end {m.get('load_average_at_end')}",
+        f"- {m['gpu'].get('note') or 'GPU: ' + m['gpu'].get('name', '?')}",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
+        f"- Command: `{result['command']}`; wall time {_fmt(result.get('wall_s'))} s",
+    ]
+    if "training" in result:
+        lines += ["", *_training_md(result["training"])]
+    if "generation" in result:
+        lines += ["", *_generation_md(result["generation"])]
+    return "\n".join(lines)
+
+
+def _training_md(training: dict[str, Any]) -> list[str]:
+    s = training["settings"]
+    lines = [
+        "### Training (LoRA, same records, model and optimizer steps)",
+        "",
+        f"Model `{Path(s['model']).name}`, {s['optimizer_steps']} optimizer step(s) of "
+        f"{s['gradient_accumulation_steps']} examples (batch 1 x "
+        f"{s['gradient_accumulation_steps']} accumulation), sequence length {s['max_seq_len']}.",
+        "",
+        "| variant | tokens/s | loss tokens/s | plan tokens/s | peak RSS MiB | runtime s | "
+        "tokens | plan tokens | examples with plan |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in training["variants"].items():
+        lines.append(
+            f"| {name} | {_fmt(r['tokens_per_s'])} | {_fmt(r['loss_tokens_per_s'])} | "
+            f"{_fmt(r['answer_tokens_per_s'])} | {_fmt(r['peak_rss_mib'], 0)} | "
+            f"{_fmt(r['train_runtime_s'])} | {_fmt(r['tokens'])} | {_fmt(r['answer_tokens'])} | "
+            f"{r['examples_with_answer']}/{r['examples']} |"
+        )
+    if training["ratios"]:
+        lines += ["", "| ratio | tokens/s | plan tokens/s | peak RSS |", "|---|---|---|---|"]
+        for name, r in training["ratios"].items():
+            label = name if "_vs_" in name else f"{name} / guide"
+            lines.append(
+                f"| {label} | {_fmt(r['tokens_per_s'], 2)} | {_fmt(r['answer_tokens_per_s'], 2)} "
+                f"| {_fmt(r['peak_rss_mib'], 2)} |"
+            )
+    return lines
+
+
+def _generation_md(gen: dict[str, Any]) -> list[str]:
+    s = gen["settings"]
+    engines = gen["engines"]
+    lines = [
+        "### Generation (same model, adapter, meetings; plans through PlanGenerator)",
+        "",
+        f"{len(s['meetings'])} held-out meetings (prompts of "
+        f"{min(m['prompt_tokens'] for m in s['meetings'])}-"
+        f"{max(m['prompt_tokens'] for m in s['meetings'])} tokens), adapter: "
+        f"{s['adapter_source']}; temperature {s['temperature']}, max_tokens {s['max_tokens']}, "
+        f"dtype {s['dtype']}. The guide's engine uses its own settings (temperature 0.7, "
+        "top_p 0.9, top_k 50, repetition penalty 1.1, 512 new tokens, no constrained decoding).",
+        "",
+        "| engine | c | requests | p50 s | p95 s | requests/min | valid plans/min | "
+        "gen tokens/s | valid share |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, e in engines.items():
+        label = ENGINE_LABELS.get(name, name)
+        if "levels" not in e:
+            lines.append(f"| {label} | failed: {e.get('error')} | | | | | | | |")
+            continue
+        for lv in e["levels"]:
+            derived = " (serial, from c=1)" if lv.get("derived_from_concurrency_1") else ""
+            lines.append(
+                f"| {label} | {lv['concurrency']}{derived} | {_fmt(lv.get('requests'))} | "
+                f"{_fmt(lv['latency_p50_s'], 2)} | {_fmt(lv['latency_p95_s'], 2)} | "
+                f"{_fmt(lv['requests_per_min'])} | {_fmt(lv['plans_per_min'])} | "
+                f"{_fmt(lv['generated_tokens_per_s'])} | {_fmt(lv['valid_share'], 2)} |"
+            )
+    lines += [
+        "",
+        "| engine | start s | adapter registered -> first plan s | peak RSS MiB |",
+        "|---|---|---|---|",
+    ]
+    for name, e in engines.items():
+        if "levels" in e:
+            lines.append(
+                f"| {ENGINE_LABELS.get(name, name)} | {_fmt(e.get('start_s'))} | "
+                f"{_fmt(e.get('adapter_to_first_plan_s'), 2)} | {_fmt(e.get('peak_rss_mib'), 0)} |"
+            )
+    if gen["ratios"]:
+        cs = sorted({int(c) for rows in gen["ratios"].values() for c in rows})
+        lines += [
+            "",
+            "Ratios, ours / baseline (generated tokens/s; requests/min in brackets):",
+            "",
+            "| ratio | " + " | ".join(f"c={c}" for c in cs) + " |",
+            "|---|" + "---|" * len(cs),
+        ]
+        for name, rows in gen["ratios"].items():
+            cells = []
+            for c in cs:
+                row = rows.get(str(c))
+                cells.append(
+                    "-"
+                    if row is None
+                    else f"{_fmt(row['generated_tokens_per_s'], 2)} ({_fmt(row['requests_per_min'], 2)})"
+                )
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, e in engines.items():
+        api = e.get("api_overhead")
+        if api:
+            lines += [
+                "",
+                f"API overhead ({ENGINE_LABELS.get(name, name)}, {api['requests']} sequential "
+                f"requests, greedy): HTTP round trip via uvicorn minus time inside the generator "
+                f"p50 {_fmt(api['http_overhead_ms_p50'], 2)} ms (max "
+                f"{_fmt(api['http_overhead_ms_max'], 2)} ms); a direct call "
+                f"{_fmt(api['direct_overhead_ms_p50'], 2)} ms; mean request "
+                f"{_fmt(api['mean_request_s'], 2)} s.",
+            ]
+    return lines
+
+
+def plot_throughput(gen: dict[str, Any], path: Path, *, title: str = "") -> bool:
+    """Generated tokens/s against concurrency, one line per engine."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        logger.warning("matplotlib missing: no plot")
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for name, e in gen["engines"].items():
+        levels = e.get("levels")
+        if not levels:
+            continue
+        xs = [lv["concurrency"] for lv in levels]
+        ys = [lv["generated_tokens_per_s"] for lv in levels]
+        style = "--" if name == "guide" else "-"
+        ax.plot(xs, ys, style, marker="o", label=ENGINE_LABELS.get(name, name))
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent requests")
+    ax.set_ylabel("generated tokens/s")
+    ax.set_title("Plan generation throughput" + (f"\n{title}" if title else ""), fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
