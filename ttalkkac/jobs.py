@@ -271,11 +271,11 @@ def _claim(db: Database, settings: Settings, job_id: str, me: str) -> TrainingJo
         if status.terminal:
             logger.info("[job %s] already %s; nothing to do", job_id, status.value)
             return f"already {status.value}"
-        if status is JobStatus.cancelling and not owner_alive(job, settings):
-            _finish_cancelled(session, job_id, "cancelled (its worker was gone)")
-            return "cancelled"
         previous = job.worker  # read now: the CAS below updates ``job`` in the session too
         requeued = (previous or "").startswith(f"{_REQUEUED}:")
+        if status is JobStatus.cancelling and (requeued or not owner_alive(job, settings)):
+            _finish_cancelled(session, job_id, "cancelled (its worker was gone)")
+            return "cancelled"
         if status in ACTIVE and not requeued and owner_alive(job, settings):
             logger.info("[job %s] running in %s; duplicate delivery skipped", job_id, job.worker)
             return "duplicate"

@@ -44,8 +44,12 @@ class ConsoleReporter(Reporter):
         level: str = "info",
         data: dict[str, Any] | None = None,
     ) -> None:
-        if type == "metrics" and "eval_loss" not in (data or {}):
-            return  # per-step losses show in the bar
+        if type == "metrics" and "loss" in (data or {}):
+            # One line per logging step: the bar alone shows nothing when output is not a tty.
+            d = data or {}
+            message = (
+                f"step {d.get('step')}: loss {d['loss']:.4f}, lr {d.get('learning_rate', 0):.2e}"
+            )
         style = {"warning": "yellow", "error": "red"}.get(level, "")
         self.progress_bar.console.print(f"[{style}]{message}[/]" if style else message)
 
