@@ -70,6 +70,50 @@ class PadCollator:
         return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
 
 
+def _answer_logits_trainer() -> type:
+    """A ``Trainer`` that runs the LM head only where the loss needs it.
+
+    The loss is the model's own (summed token cross-entropy over answer tokens, divided by the
+    answer tokens of the whole accumulated batch), but logits are computed only at positions
+    whose next token is an answer token (``logits_to_keep``). With a 49k-token vocabulary and
+    transcripts filling most of a 4k-token example, the projection and the float32 logits of
+    prompt positions were most of the head's time and memory, all for labels of -100.
+    """
+    import torch
+    import torch.nn.functional as F
+    from transformers import Trainer
+
+    class AnswerLogitsTrainer(Trainer):
+        # Training passes num_items_in_batch (the accumulated batch's answer tokens): the loss
+        # below is already normalized for gradient accumulation.
+        loss_is_scaled_for_ga = True
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
+            targets = inputs["labels"][:, 1:]
+            keep = (targets != -100).any(dim=0).nonzero().squeeze(-1)
+            outputs = model(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                logits_to_keep=keep,
+                use_cache=False,
+            )
+            logits = outputs.logits.float()
+            picked = targets[:, keep].to(logits.device)
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)),
+                picked.reshape(-1),
+                ignore_index=-100,
+                reduction="sum",
+            )
+            count = num_items_in_batch
+            if count is None:  # evaluation: this batch's mean
+                count = (picked != -100).sum()
+            loss = loss / torch.as_tensor(count, device=loss.device).clamp(min=1)
+            return (loss, outputs) if return_outputs else loss
+
+    return AnswerLogitsTrainer
+
+
 def _as_features(examples: list[Any]) -> list[dict[str, list[int]]]:
     return [
         {
@@ -138,6 +182,7 @@ def _training_args(spec: TrainSpec, plan: RunPlan, out_dir: Path, has_val: bool,
         dataloader_pin_memory=device.kind == "cuda",
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
+        prediction_loss_only=True,
         report_to="none",
         disable_tqdm=True,
         seed=spec.seed,
@@ -220,7 +265,8 @@ def train_lora(
     trainable, total = model.get_nb_trainable_parameters()
     args = _training_args(spec, plan, out_dir, bool(val_set), device)
     cancel = CancelCallback(reporter)
-    trainer = Trainer(
+    trainer_class = _answer_logits_trainer() if spec.answer_logits_only else Trainer
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_set,

@@ -167,3 +167,46 @@ def test_cancel_stops_within_a_step_and_a_rerun_resumes_from_the_checkpoint(
     assert any("resuming from checkpoint-3" in e["message"] for e in again.events)
     assert again.steps[0] == 3 and results["global_step"] == 6
     assert (tmp_path / "adapter_model.safetensors").is_file()
+
+
+def test_answer_logits_loss_equals_the_models_own(
+    tiny_model_dir: Path, tiny_tokenizer, tmp_path: Path, one_thread
+) -> None:
+    """Head on answer positions only: same loss value and same LoRA gradients as the full head."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from ttalkkac.data.examples import build_examples
+    from ttalkkac.training.spec import LoraSpec
+    from ttalkkac.training.trainer import PadCollator, _answer_logits_trainer, _as_features
+
+    examples, _ = build_examples(tiny_tokenizer, tiny_records(2), max_seq_len=512)
+    features = _as_features(examples)
+    features[1]["input_ids"] = features[1]["input_ids"][:-5]  # unequal lengths: padding matters
+    features[1]["labels"] = features[1]["labels"][:-5]
+    features[1]["attention_mask"] = features[1]["attention_mask"][:-5]
+    batch = PadCollator(tiny_tokenizer.pad_token_id)(features)
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = get_peft_model(base, LoraSpec(r=4, alpha=8, dropout=0.0).to_peft_config())
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)  # nonzero, so gradients reach lora_A too
+
+    def grads(loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    full = model(**batch).loss
+    full_grads = grads(full)
+    trainer = _answer_logits_trainer()(
+        model=model,
+        args=TrainingArguments(output_dir=str(tmp_path), report_to="none"),
+    )
+    answer_only = trainer.compute_loss(model, batch)
+    assert torch.allclose(answer_only, full, rtol=1e-5, atol=1e-6), (answer_only, full)
+    for name, grad in grads(answer_only).items():
+        assert torch.allclose(grad, full_grads[name], rtol=1e-4, atol=1e-7), name
