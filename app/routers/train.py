@@ -68,6 +68,13 @@ def create_job(
     base_model = _check_base_model(body.base_model, settings) if body.base_model else None
     base_model = base_model or settings.base_model
     with db.session() as session:
+        dataset = crud.get_dataset(session, id=body.dataset_id)
+    if dataset is None:
+        raise NotFound(f"no dataset with id {body.dataset_id!r}")
+    # Fail now, not in the worker, when the job's filter leaves nothing to train on. Outside any
+    # transaction: loading a large dataset takes seconds, and SQLite has one writer at a time.
+    check_filter(dataset, body.hyperparameters)
+    with db.session() as session:
         job = jobs.create_job(
             session,
             dataset_id=body.dataset_id,
@@ -75,9 +82,6 @@ def create_job(
             base_model=base_model,
             suffix=body.suffix,
         )
-        dataset = crud.get_dataset(session, id=body.dataset_id)
-        # Fail now, not in the worker, when the job's filter leaves nothing to train on.
-        check_filter(dataset, body.hyperparameters)
     try:
         from worker.celery_app import enqueue_training_job
 
