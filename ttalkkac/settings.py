@@ -136,6 +136,15 @@ class Settings(BaseSettings):
     default_temperature: float = Field(
         default=0.2, ge=0, le=2, description="Default sampling temperature of /generate."
     )
+    repetition_penalty: float = Field(
+        default=1.1,
+        ge=1,
+        le=2,
+        description=(
+            "Penalty on repeated tokens (1: none). Small untrained models loop inside the JSON "
+            "(the same list item, digit runs) without it."
+        ),
+    )
     max_meeting_chars: int = Field(
         default=200_000, ge=1000, description="Hard limit on a meeting's length (413 beyond)."
     )

@@ -44,6 +44,7 @@ class EngineRequest:
     adapter: AdapterRef | None = None
     request_id: str = ""
     prompt_text: str | None = None
+    repetition_penalty: float = 1.0
 
 
 @dataclass

@@ -11,7 +11,7 @@
 - The worker thread keeps the event loop free; results come back through futures.
 
 Differences from vLLM, inherent to ``generate``: a batch runs until its longest member finishes
-(no continuous batching), shares one temperature (requests with different temperatures run in
+(no continuous batching), shares one temperature and repetition penalty (other values run in
 separate batches), and sampling seeds are per batch, not per request.
 """
 
@@ -189,7 +189,7 @@ class TransformersEngine:
                     break
                 batch.append(item)
             batch = [p for p in batch if not p.future.cancelled()]
-            for group in _by_temperature(batch):
+            for group in _by_sampling(batch):
                 self._run_group(group)
             if stop:
                 self._drain("the transformers engine stopped")
@@ -283,6 +283,7 @@ class TransformersEngine:
             "logits_processor": [LogitsProcessor([self._grammar] * len(requests))],
             "top_k": None,
             "top_p": None,
+            "repetition_penalty": requests[0].repetition_penalty,
         }
         if temperature > 0:
             kwargs |= {"do_sample": True, "temperature": temperature}
@@ -311,10 +312,12 @@ class TransformersEngine:
         return results
 
 
-def _by_temperature(batch: list[_Pending]) -> list[list[_Pending]]:
-    groups: dict[float, list[_Pending]] = {}
+def _by_sampling(batch: list[_Pending]) -> list[list[_Pending]]:
+    """Requests that share one ``generate`` call: same temperature and repetition penalty."""
+    groups: dict[tuple[float, float], list[_Pending]] = {}
     for pending in batch:
-        groups.setdefault(pending.request.temperature, []).append(pending)
+        key = (pending.request.temperature, pending.request.repetition_penalty)
+        groups.setdefault(key, []).append(pending)
     return list(groups.values())
 
 

@@ -74,6 +74,7 @@ class PlanGenerator:
         max_meeting_chars: int = 200_000,
         default_max_tokens: int = 2048,
         default_temperature: float = 0.2,
+        repetition_penalty: float = 1.0,
         warmup: bool = True,
     ) -> None:
         self._engine = engine
@@ -81,6 +82,7 @@ class PlanGenerator:
         self.max_meeting_chars = max_meeting_chars
         self.default_max_tokens = default_max_tokens
         self.default_temperature = default_temperature
+        self.repetition_penalty = repetition_penalty
         self.warmup_enabled = warmup
         self.state = "created"  # created | loading | warming | ready | failed | stopped
         self.error: str | None = None
@@ -98,6 +100,7 @@ class PlanGenerator:
             max_meeting_chars=settings.max_meeting_chars,
             default_max_tokens=settings.default_max_tokens,
             default_temperature=settings.default_temperature,
+            repetition_penalty=settings.repetition_penalty,
             warmup=settings.warmup,
         )
 
@@ -358,6 +361,7 @@ class PlanGenerator:
                     seed=attempt_seed,
                     adapter=adapter,
                     request_id=f"{request_id}-a{attempt}",
+                    repetition_penalty=self.repetition_penalty,
                 )
             )
             outcome.prompt_tokens += result.prompt_tokens

@@ -11,6 +11,7 @@ first use, so a newly registered adapter needs no restart).
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import os
@@ -138,6 +139,10 @@ class VllmEngine:
             handler.cancel()
             llm.output_handler = None
         await asyncio.to_thread(llm.shutdown)
+        # Finalize it now: AsyncLLM.__del__ shuts down again, which fails noisily when it only
+        # runs at interpreter exit.
+        del llm
+        gc.collect()
 
     @property
     def ready(self) -> bool:
@@ -191,6 +196,7 @@ class VllmEngine:
         params = SamplingParams(
             max_tokens=request.max_tokens,
             temperature=request.temperature,
+            repetition_penalty=request.repetition_penalty,
             seed=None if self._on_cpu else request.seed,
             output_kind=RequestOutputKind.FINAL_ONLY,
             structured_outputs=StructuredOutputsParams(json=self._schema),
