@@ -105,6 +105,11 @@ def peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def peak_children_rss_mib() -> float:
+    """Largest peak resident memory among this process's finished children (vLLM's engine)."""
+    return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+
+
 def cpu_seconds() -> float:
     """User + system CPU time of this process so far (less sensitive to other load than wall)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -132,9 +132,11 @@ def _generation_md(gen: dict[str, Any]) -> list[str]:
         f"{len(s['meetings'])} held-out meetings (prompts of "
         f"{min(m['prompt_tokens'] for m in s['meetings'])}-"
         f"{max(m['prompt_tokens'] for m in s['meetings'])} tokens), adapter: "
-        f"{s['adapter_source']}; temperature {s['temperature']}, max_tokens {s['max_tokens']}, "
-        f"dtype {s['dtype']}. The guide's engine uses its own settings (temperature 0.7, "
-        "top_p 0.9, top_k 50, repetition penalty 1.1, 512 new tokens, no constrained decoding).",
+        f"{s['adapter_source']}; our engines: "
+        + ", ".join(f"{k} {v}" for k, v in s["sampling"].items())
+        + f", dtype {s['dtype']}, JSON-schema constrained decoding. The guide's engine uses its "
+        "own settings (temperature 0.7, top_p 0.9, top_k 50, repetition penalty 1.1, 512 new "
+        "tokens, no constrained decoding).",
         "",
         "| engine | c | requests | p50 s | p95 s | requests/min | valid plans/min | "
         "gen tokens/s | valid share |",
@@ -155,14 +157,17 @@ def _generation_md(gen: dict[str, Any]) -> list[str]:
             )
     lines += [
         "",
-        "| engine | start s | adapter registered -> first plan s | peak RSS MiB |",
+        "| engine | start s | adapter registered -> first plan s | peak RSS MiB (+ engine "
+        "process) |",
         "|---|---|---|---|",
     ]
     for name, e in engines.items():
         if "levels" in e:
+            child = e.get("peak_engine_process_rss_mib")
+            memory = _fmt(e.get("peak_rss_mib"), 0) + (f" (+{child:,.0f})" if child else "")
             lines.append(
                 f"| {ENGINE_LABELS.get(name, name)} | {_fmt(e.get('start_s'))} | "
-                f"{_fmt(e.get('adapter_to_first_plan_s'), 2)} | {_fmt(e.get('peak_rss_mib'), 0)} |"
+                f"{_fmt(e.get('adapter_to_first_plan_s'), 2)} | {memory} |"
             )
     if gen["ratios"]:
         cs = sorted({int(c) for rows in gen["ratios"].values() for c in rows})
