@@ -8,6 +8,9 @@
   served is ``Conflict`` (409): its weights would load onto the wrong matrices.
 - Adapters load from safetensors only (``adapter_model.safetensors``): a folder with only a
   pickled ``adapter_model.bin`` is refused, since unpickling runs arbitrary code.
+- The weights are checked from the safetensors headers before an engine loads them (complete
+  file, LoRA matrices that fit the served base model): vLLM's engine process dies on an adapter
+  it cannot load, taking every request in flight with it.
 - Registry paths must lie inside the managed data folder (``DATA_DIR``; symlinks resolved), so a
   row pointing elsewhere cannot make the service read arbitrary files. Explicit folders given to
   the CLI or the Python API by the person running them are not restricted.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +60,59 @@ def read_adapter_dir(path: Path | str) -> dict[str, Any]:
     if config.get("peft_type", "LORA") != "LORA":
         raise InvalidInput(f"adapter folder {folder} is a {config['peft_type']} adapter, not LoRA")
     return config
+
+
+@lru_cache(maxsize=8)
+def _base_shapes(base_dir: str) -> dict[str, list[int]]:
+    """Weight shapes of a local base model, from its safetensors headers (no tensor is read)."""
+    from safetensors import safe_open
+
+    shapes: dict[str, list[int]] = {}
+    for file in sorted(Path(base_dir).glob("*.safetensors")):
+        with safe_open(file, "pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                shapes[key] = handle.get_slice(key).get_shape()
+    return shapes
+
+
+@lru_cache(maxsize=256)
+def check_adapter_weights(folder: str, fingerprint: str, base_model: str) -> None:
+    """The adapter's safetensors are complete and fit the base model's matrices.
+
+    vLLM's engine process dies on an adapter it cannot load (a truncated file, a LoRA for other
+    shapes), failing every request in flight; checked here instead, from the file headers.
+    ``fingerprint`` keys the cache, so a rewritten adapter is checked again.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(Path(folder) / WEIGHTS_FILE, "pt") as handle:
+            shapes = {k: handle.get_slice(k).get_shape() for k in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as exc:
+        raise InvalidInput(f"adapter weights in {folder} are unreadable: {exc}") from exc
+    if not any(".lora_A." in key for key in shapes):
+        raise InvalidInput(f"adapter weights in {folder} hold no LoRA matrices")
+    base_dir = Path(base_model).expanduser()
+    if not base_dir.is_dir():
+        return  # a hub id: its shapes are not known locally
+    base = _base_shapes(str(base_dir.resolve()))
+    if not base:
+        return
+    for key, shape in shapes.items():
+        for part, side in ((".lora_A.", 1), (".lora_B.", 0)):
+            if part not in key:
+                continue
+            module = key.split(part)[0].removeprefix("base_model.model.")
+            target = base.get(f"{module}.weight")
+            if target is None:
+                raise InvalidInput(
+                    f"adapter in {folder} targets {module}, which the base model does not have"
+                )
+            if len(target) != 2 or shape[side] != target[side]:
+                raise InvalidInput(
+                    f"adapter in {folder} does not fit the base model: {key} has shape {shape}, "
+                    f"the base weight {module}.weight has {target}"
+                )
 
 
 def config_rank(config: dict[str, Any]) -> int:
@@ -131,12 +188,14 @@ def ref_from_row(row: Any, settings: Settings, served_base_model: str) -> Adapte
     folder = ensure_managed(row.path, settings)
     config = read_adapter_dir(folder)
     check_base(row.name, row.base_model, served_base_model)
+    stamp = fingerprint(folder)
+    check_adapter_weights(str(folder), stamp, served_base_model)
     return AdapterRef(
         name=row.name,
         path=folder,
         base_model=row.base_model,
         rank=max(int(row.rank or 0), config_rank(config)),
-        fingerprint=fingerprint(folder),
+        fingerprint=stamp,
     )
 
 
@@ -181,6 +240,7 @@ def resolve_local_adapter(
     if value is not None and (Path(value).expanduser().is_dir() or "/" in value):
         ref = ref_from_dir(value)
         check_base(ref.name, ref.base_model, served_base_model)
+        check_adapter_weights(str(ref.path), ref.fingerprint, served_base_model)
         return ref
     db_file = settings.data_dir / "ttalkkac.db"
     if settings.database_url is None and not db_file.exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -225,6 +226,22 @@ def test_adapter_with_only_a_pickle_is_refused(
     response = post(vllm_client, {"meeting": MEETING, "adapter": name})
     assert response.status_code == 422
     assert "safetensors only" in response.json()["error"]["message"]
+
+
+def test_broken_adapter_is_refused_and_the_engine_survives(
+    vllm_client, serving_settings, tiny_adapters, tmp_path
+) -> None:
+    # vLLM's engine process dies on weights it cannot load; the service must never hand it any.
+    broken = Path(shutil.copytree(tiny_adapters[0], tmp_path / "broken"))
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    name = unique("broken")
+    register_adapter(serving_settings, name, broken, base_model=serving_settings.base_model)
+    response = post(vllm_client, {"meeting": MEETING, "adapter": name})
+    assert response.status_code == 422
+    assert "unreadable" in response.json()["error"]["message"]
+    assert vllm_client.get("/ready").json()["ready"] is True
+    assert_plan_response(post(vllm_client, {"meeting": MEETING, "adapter": "base"}), adapter=None)
 
 
 def test_adapter_outside_the_data_folder_is_refused(

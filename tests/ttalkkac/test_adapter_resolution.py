@@ -11,6 +11,7 @@ import pytest
 from tests.utils.serving import bin_only_copy, build_lora, register_adapter
 from ttalkkac.adapters import (
     BASE,
+    check_adapter_weights,
     ensure_managed,
     read_adapter_dir,
     resolve_adapter,
@@ -113,3 +114,27 @@ def test_local_resolution_for_cli_and_python(settings, lora_dir: Path, tiny_mode
     assert named is not None and named.name == "named"
     with pytest.raises(NotFound):
         resolve_local_adapter("missing", settings, served_base_model=served)
+
+
+def test_weights_must_be_complete_and_fit_the_base(
+    lora_dir: Path, tiny_model_dir, tmp_path
+) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    base = str(tiny_model_dir)
+    check_adapter_weights(str(lora_dir), "a", base)  # fits
+    truncated = Path(shutil.copytree(lora_dir, tmp_path / "truncated"))
+    weights = truncated / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4000])
+    with pytest.raises(InvalidInput, match="unreadable"):
+        check_adapter_weights(str(truncated), "b", base)
+
+    other = Path(shutil.copytree(lora_dir, tmp_path / "other-shapes"))
+    tensors = load_file(other / "adapter_model.safetensors")
+    key = next(k for k in tensors if "q_proj.lora_A" in k)
+    tensors[key] = torch.zeros(4, 96)  # a LoRA made for a model with hidden size 96
+    save_file(tensors, other / "adapter_model.safetensors")
+    with pytest.raises(InvalidInput, match="does not fit the base model"):
+        check_adapter_weights(str(other), "c", base)
+    check_adapter_weights(str(other), "c", "Qwen/Qwen3-4B")  # hub id: shapes unknown, no check

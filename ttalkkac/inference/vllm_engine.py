@@ -210,7 +210,10 @@ class VllmEngine:
             async for output in llm.generate(prompt, params, request_id, lora_request=lora):
                 final = output
         except EngineDeadError as exc:
-            raise EngineUnavailable("the vLLM engine died; restart the service") from exc
+            raise EngineUnavailable(
+                "the vLLM engine process died during this request; it is being restarted",
+                retry_after_s=30,
+            ) from exc
         except VLLMClientError as exc:
             raise InvalidInput(f"the engine refused the request: {exc}") from exc
         finally:
