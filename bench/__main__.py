@@ -216,6 +216,22 @@ def _run(
     typer.echo("\n" + "\n".join(str(p) for p in paths))
 
 
+@app.command("profile-summary")
+def profile_summary(
+    raw: Annotated[Path, typer.Argument(help="A py-spy profile recorded with --format raw.")],
+    title: Annotated[str, typer.Option(help="Heading of the summary.")] = "",
+    top: Annotated[int, typer.Option(help="Frames per table.")] = 25,
+    out: Annotated[Path | None, typer.Option(help="Write the Markdown here too.")] = None,
+) -> None:
+    """Top costs of a py-spy profile (see bench/profile.py for how to record one)."""
+    from bench.profile import summarize
+
+    text = summarize(raw, title=title, top=top)
+    if out is not None:
+        out.write_text(text + "\n", encoding="utf-8")
+    typer.echo(text)
+
+
 @app.command("_train-variant", hidden=True)
 def train_variant(
     variant: str,
