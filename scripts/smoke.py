@@ -90,7 +90,9 @@ def resolve_model(choice: str, work: Path) -> str:
     if choice == "tiny":
         from tests.utils.tiny_model import build_tiny_qwen3
 
-        return str(build_tiny_qwen3(work / "tiny-qwen3"))
+        # 8,192 positions: a random model fills every string of the schema to its bound, so its
+        # plans run to several thousand tokens and need the room.
+        return str(build_tiny_qwen3(work / "tiny-qwen3", max_position_embeddings=8192))
     if choice == "demo":
         from ttalkkac.demo_model import ensure_demo_model
         from ttalkkac.settings import Settings
@@ -223,8 +225,8 @@ def run(args: argparse.Namespace, summary: dict[str, Any]) -> None:
         env["REDIS_URL"] = f"sqla+sqlite:///{data_dir / 'broker.sqlite'}"
     elif args.broker == "auto":
         env.pop("REDIS_URL", None)
-    if args.model == "tiny" or args.max_model_len:
-        env["MAX_MODEL_LEN"] = str(args.max_model_len or 4096)
+    if args.max_model_len:
+        env["MAX_MODEL_LEN"] = str(args.max_model_len)
 
     log_path = work / "launcher.log"
     cmd = [sys.executable, "-m", "ttalkkac.cli.main", "up", "--host", "127.0.0.1"]
@@ -301,7 +303,17 @@ def run(args: argparse.Namespace, summary: dict[str, Any]) -> None:
         # 3. generate with the new adapter
         t = time.monotonic()
         answer = _check(
-            client.post("/generate", json={"meeting": meeting, "adapter": adapter_name}), 200
+            client.post(
+                "/generate",
+                json={
+                    "meeting": meeting,
+                    "adapter": adapter_name,
+                    "max_tokens": args.max_tokens,
+                    "temperature": args.temperature,
+                },
+                timeout=args.generate_timeout,
+            ),
+            200,
         )
         summary["generate_s"] = round(time.monotonic() - t, 2)
         if answer.get("adapter") != adapter_name:
@@ -354,7 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--max-seq-len", type=int, default=2048)
     parser.add_argument("--max-model-len", type=int, default=0)
+    parser.add_argument("--max-tokens", type=int, default=6144, help="/generate answer budget")
+    parser.add_argument("--temperature", type=float, default=0.0, help="/generate temperature")
     parser.add_argument("--ready-timeout", type=float, default=600)
+    parser.add_argument("--generate-timeout", type=float, default=900)
     parser.add_argument("--train-timeout", type=float, default=900)
     parser.add_argument("--stop-timeout", type=float, default=90)
     parser.add_argument("--json-out", type=Path, help="also write the summary here")

@@ -17,16 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_smoke_newcomer_path(tiny_model_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_smoke_newcomer_path(shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "summary.json"
     run = subprocess.run(
         [
             sys.executable,
             str(REPO / "scripts" / "smoke.py"),
             "--model",
-            str(tiny_model_dir),
-            "--max-model-len",
-            "4096",
+            "tiny",
             "--broker",
             "embedded",
             "--json-out",
