@@ -185,3 +185,26 @@ def test_broker_url_handed_down_keeps_its_kind(tmp_path: Path) -> None:
     assert (broker.url, broker.kind) == (url, "embedded")
     redis = resolve_broker(Settings(data_dir=tmp_path, redis_url="redis://h:6379/1"))
     assert redis.kind == "redis"
+
+
+def test_up_stops_and_fails_when_the_engine_cannot_start(tmp_path: Path) -> None:
+    """The real API with a base model that is not one: /ready says 'failed', the launcher
+    reports it, stops the API and exits 1 instead of waiting for the ready timeout."""
+    broken = tmp_path / "not-a-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run = subprocess.run(
+        [sys.executable, "-m", "ttalkkac.cli.main", "up", "--no-worker", "--port", str(port),
+         "--base-model", str(broken), "--ready-timeout", "240"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert "engine failed to start" in run.stderr
+    assert "api stopped" in run.stderr
+    assert "Ttalkkac is ready" not in run.stdout

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import shutil
@@ -226,12 +227,30 @@ def child_specs(*, host: str, port: int, with_worker: bool, env: dict[str, str])
     return specs
 
 
-def ready(url: str, timeout_s: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+class ReadyProbe:
+    """Polls ``/ready``: true once it answers 200; remembers an engine that failed to start."""
+
+    def __init__(self, url: str, timeout_s: float = 2.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.failure: str | None = None
+
+    def __call__(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url, timeout=self.timeout_s) as response:
+                return response.status == 200
+        except urllib.error.HTTPError as exc:
+            # 503 while loading; its body says when the engine gave up instead.
+            try:
+                body = json.loads(exc.read() or b"{}")
+            except ValueError:
+                body = {}
+            if body.get("state") == "failed":
+                self.failure = str(body.get("error") or "the engine failed to start")
+                return True
+            return False
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
 
 
 def _public_host(host: str) -> str:
@@ -318,9 +337,11 @@ def up(
     base_url = f"http://{_public_host(host)}:{port}"
     exit_code = 0
     try:
-        outcome = supervisor.wait(
-            lambda: ready(f"{base_url}/ready"), poll_s=1.0, timeout_s=ready_timeout
-        )
+        probe = ReadyProbe(f"{base_url}/ready")
+        outcome = supervisor.wait(probe, poll_s=1.0, timeout_s=ready_timeout)
+        if outcome == "until" and probe.failure:
+            logger.error("the API's engine failed to start: %s", probe.failure)
+            outcome, exit_code = "failed", 1
         if outcome == "until":
             typer.echo(
                 f"\nTtalkkac is ready.\n  API docs: {base_url}/docs\n  API:      {base_url}\n"
