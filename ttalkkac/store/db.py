@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+_SCHEMA_LOCK = 0x7474_616C_6B6B  # advisory-lock key: "ttalkk"
 
 
 class Base(DeclarativeBase):
@@ -30,7 +32,13 @@ class Database:
     def create_all(self) -> None:
         from ttalkkac.store import models  # noqa: F401  (registers the tables)
 
-        Base.metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # API and worker start together on a fresh database (compose, tests): without a
+                # lock, two concurrent CREATE TABLEs collide on pg_type. The lock is released at
+                # commit; the second process then finds the tables and creates nothing.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            Base.metadata.create_all(conn)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

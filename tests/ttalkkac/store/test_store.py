@@ -108,3 +108,30 @@ def test_adapters_unique_names_and_one_active(db: Database) -> None:
     # The database itself refuses a second active adapter, whatever the code does.
     with pytest.raises(IntegrityError), db.session() as s:
         s.execute(update(Adapter).values(is_active=True))
+
+
+def test_schema_creation_is_safe_when_processes_start_together(run_id: str) -> None:
+    """API and worker create the schema at the same moment on a fresh PostgreSQL database."""
+    import subprocess
+    import sys
+
+    from sqlalchemy import create_engine, inspect, text
+
+    from tests.conftest import POSTGRES_ADMIN_URL
+
+    name = f"test_ttalkkac_race_{run_id}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        code = f"from ttalkkac.store.db import Database; Database({url!r}).create_all()"
+        procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4)]
+        assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+        engine = create_engine(url)
+        assert {"datasets", "training_jobs", "adapters"} <= set(inspect(engine).get_table_names())
+        engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
