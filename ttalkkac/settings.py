@@ -107,7 +107,8 @@ class Settings(BaseSettings):
         default="auto",
         description=(
             "How the active adapter is served: 'merged' into the base weights (fast on CPU), "
-            "per-request 'lora' (fast on GPU), or 'auto' (merged on CPU, lora on GPU)."
+            "per-request 'lora' (fast on GPU), or 'auto'. Today every mode serves per-request "
+            "LoRA: 'merged' is not implemented yet and logs a warning."
         ),
     )
     enable_lora: bool = Field(
