@@ -37,3 +37,15 @@ GENERATE_RETRIES = Counter(
 ENGINE_READY = Gauge(
     "ttalkkac_engine_ready", "1 when the generation engine is ready", ["engine", "mode"]
 )
+SERVING_MODE = Gauge("ttalkkac_serving_mode", "1 for the serving mode in use", ["mode"])
+ADAPTER_SWITCHES = Counter(
+    "ttalkkac_adapter_switches_total", "Merged-mode engine switches by outcome", ["outcome"]
+)  # outcome: ok | failed
+ADAPTER_SWITCH_SECONDS = Histogram(
+    "ttalkkac_adapter_switch_seconds",
+    "Time from an activation to the new merged engine taking requests",
+    buckets=(1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600),
+)
+MERGED_ADAPTER = Gauge(
+    "ttalkkac_merged_adapter", "1 for the adapter merged into the serving weights", ["adapter"]
+)

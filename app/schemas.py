@@ -353,9 +353,13 @@ class ReadyPublic(BaseModel):
                     "ready": True,
                     "state": "ready",
                     "engine": "vllm",
-                    "mode": "lora",
+                    "mode": "merged",
                     "base_model": "/data/models/SmolLM2-135M-Instruct",
                     "active_adapter": "smollm2-meetings-v1",
+                    "merged_adapter": "smollm2-meetings-v1",
+                    "switching_to": None,
+                    "last_switch_s": 21.4,
+                    "switch_error": None,
                     "loaded_adapters": ["smollm2-meetings-v1"],
                     "waiting": 0,
                     "max_waiting_requests": 64,
@@ -367,13 +371,30 @@ class ReadyPublic(BaseModel):
 
     ready: bool = Field(description="Engine loaded and a warm-up generation succeeded.")
     state: str = Field(
-        description="created | loading | warming | ready | restarting | engine_dead | failed "
-        "| stopped | disabled"
+        description="created | preparing (merging the active adapter) | loading | warming | "
+        "ready | restarting | engine_dead | failed | stopped | disabled"
     )
     engine: str
-    mode: str = Field(description="How adapters are served: 'lora' (per request).")
+    mode: str = Field(
+        description="How adapters are served: 'merged' (the active adapter merged into the "
+        "weights; others per request relative to them) or 'lora' (every adapter per request)."
+    )
     base_model: str
     active_adapter: str | None = None
+    merged_adapter: str | None = Field(
+        default=None,
+        description="Merged mode: the adapter in the weights serving new requests (null: the "
+        "base weights). Equal to active_adapter once a switch has finished.",
+    )
+    switching_to: str | None = Field(
+        default=None, description="Merged mode: the adapter a switch in progress moves to."
+    )
+    last_switch_s: float | None = Field(
+        default=None, description="Merged mode: seconds the last switch took (merge + start)."
+    )
+    switch_error: str | None = Field(
+        default=None, description="Merged mode: why the last switch failed, if it did."
+    )
     loaded_adapters: list[str] = Field(default_factory=list)
     waiting: int = Field(description="Generate requests in the engine now.")
     max_waiting_requests: int

@@ -2,6 +2,13 @@
 
 The engine loads in a background task so that ``/health`` answers at once and ``/ready`` turns
 true when the engine can generate; until then ``/generate`` answers 503 with Retry-After.
+
+Serving modes (SERVING_MODE, ``ttalkkac.inference.factory.resolve_serving_mode``):
+- ``lora``: the engine serves the base weights; every adapter, the active one included, is
+  applied per request (vLLM loads an adapter on first use).
+- ``merged``: the engine serves the active adapter merged into the weights; an
+  ``AdapterSwitcher`` rebuilds and swaps the engine when the active adapter changes.
+
 A test (or an embedding program) may put its own ``PlanGenerator`` on ``app.state.generator``
 before start-up: it is used as is, and not stopped at shutdown (its owner stops it).
 """
@@ -10,45 +17,104 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
-from app.metrics import ENGINE_READY, GENERATE_QUEUE_DEPTH
+from app.metrics import (
+    ADAPTER_SWITCH_SECONDS,
+    ADAPTER_SWITCHES,
+    ENGINE_READY,
+    GENERATE_QUEUE_DEPTH,
+    SERVING_MODE,
+)
+from ttalkkac.adapters import ref_from_row
 from ttalkkac.errors import EngineUnavailable
+from ttalkkac.inference.base import AdapterRef
 from ttalkkac.inference.service import PlanGenerator
+from ttalkkac.inference.switcher import AdapterSwitcher
+from ttalkkac.settings import Settings
+from ttalkkac.store import crud
+from ttalkkac.store.db import Database
 
 logger = logging.getLogger(__name__)
 
-SERVING_MODE = "lora"  # per-request LoRA adapters; issue 7 adds "merged"
-
 
 async def start_serving(app: FastAPI) -> None:
-    from ttalkkac.inference.factory import build_generator
+    from ttalkkac.inference.factory import (
+        build_engine,
+        build_generator,
+        default_base_model,
+        resolve_serving_mode,
+    )
 
-    settings = app.state.settings
+    settings: Settings = app.state.settings
     generator: PlanGenerator | None = getattr(app.state, "generator", None)
     app.state.owns_generator = generator is None
     app.state.serving_task = None
+    app.state.switcher = None
+    app.state.serving_mode = "lora"
     if generator is None and not settings.serving_enabled:
         logger.info("SERVING_ENABLED is false: no generation engine in this process")
         return
     if generator is None:
-        if settings.serving_mode == "merged":
-            logger.warning("SERVING_MODE=merged is not available yet; serving per-request LoRA")
-        generator = build_generator(settings)
+        mode = resolve_serving_mode(settings)
+        generator = build_generator(settings, mode=mode)
         app.state.generator = generator
+        app.state.serving_mode = mode
+        if mode == "merged":
+            base, prepare = default_base_model(settings)
+            app.state.switcher = AdapterSwitcher(
+                generator,
+                base_model=base,
+                build_engine=partial(_merged_engine, build_engine, settings, base),
+                read_active=partial(read_active_adapter, app.state.db, settings, base),
+                prepare_base=prepare,
+                sync_interval_s=settings.adapter_sync_interval_s,
+                on_switch=_record_switch,
+            )
+    logger.info("serving mode: %s", app.state.serving_mode)
+    SERVING_MODE.labels(app.state.serving_mode).set(1)
     GENERATE_QUEUE_DEPTH.set_function(generator.waiting)
     if generator.state == "created":
-        app.state.serving_task = asyncio.create_task(_start(generator))
+        app.state.serving_task = asyncio.create_task(
+            _start(generator, app.state.switcher, app.state.serving_mode)
+        )
 
 
-async def _start(generator: PlanGenerator) -> None:
+def _merged_engine(build_engine, settings: Settings, base: str, weights, adapter):  # type: ignore[no-untyped-def]
+    return build_engine(
+        settings, base_model=base, mode="merged", weights=weights, merged_adapter=adapter
+    )
+
+
+def read_active_adapter(db: Database, settings: Settings, base_model: str) -> AdapterRef | None:
+    """The registry's active adapter, checked and ready to merge; None: the base model."""
+    with db.session() as session:
+        row = crud.get_active_adapter(session)
+        return None if row is None else ref_from_row(row, settings, base_model)
+
+
+def _record_switch(outcome: str, seconds: float) -> None:
+    ADAPTER_SWITCHES.labels(outcome).inc()
+    if outcome == "ok":
+        ADAPTER_SWITCH_SECONDS.observe(seconds)
+
+
+async def _start(generator: PlanGenerator, switcher: AdapterSwitcher | None, mode: str) -> None:
     try:
+        if switcher is not None:
+            await switcher.prepare()
         await generator.start()
-    except Exception:  # logged by the generator; /ready reports the error
+    except Exception as exc:  # logged; /ready reports the error
+        if generator.state != "failed":  # the base model could not be prepared
+            logger.exception("serving could not start")
+            generator.state, generator.error = "failed", f"{type(exc).__name__}: {exc}"
         return
-    ENGINE_READY.labels(generator.engine.name, SERVING_MODE).set(1)
+    ENGINE_READY.labels(generator.engine.name, mode).set(1)
+    if switcher is not None:
+        switcher.start_watching()
 
 
 async def stop_serving(app: FastAPI) -> None:
@@ -58,9 +124,19 @@ async def stop_serving(app: FastAPI) -> None:
         # The engine start runs in a thread that cannot be interrupted; let it finish so
         # that the engine process it spawned is stopped below instead of leaking.
         await asyncio.wait([task])
+    switcher: AdapterSwitcher | None = getattr(app.state, "switcher", None)
+    if switcher is not None:
+        await switcher.stop()
     if generator is not None and getattr(app.state, "owns_generator", False):
-        ENGINE_READY.labels(generator.engine.name, SERVING_MODE).set(0)
+        ENGINE_READY.labels(generator.engine.name, app.state.serving_mode).set(0)
         await generator.stop()
+
+
+def notify_active_changed(request: Request, active: AdapterRef | None) -> None:
+    """After an activation: in merged mode, start switching the engine (in the background)."""
+    switcher: AdapterSwitcher | None = getattr(request.app.state, "switcher", None)
+    if switcher is not None:
+        switcher.request(active)
 
 
 def get_generator(request: Request) -> PlanGenerator:

@@ -124,6 +124,9 @@ def serving_settings(terse_model_dir: Path, tmp_path_factory: pytest.TempPathFac
         data_dir=tmp_path_factory.mktemp("serving-data"),
         base_model=str(terse_model_dir),
         serving_engine="vllm",
+        # Per-request LoRA: the API tests check adapters are loaded on first use. Merged
+        # serving has its own app (tests/app/test_merged_serving.py).
+        serving_mode="lora",
         max_model_len=2048,
         max_lora_rank=8,
         max_loras=2,

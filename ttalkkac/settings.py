@@ -106,13 +106,25 @@ class Settings(BaseSettings):
     serving_mode: Literal["auto", "merged", "lora"] = Field(
         default="auto",
         description=(
-            "How the active adapter is served: 'merged' into the base weights (fast on CPU), "
-            "per-request 'lora' (fast on GPU), or 'auto'. Today every mode serves per-request "
-            "LoRA: 'merged' is not implemented yet and logs a warning."
+            "How adapters are served. 'merged': the active adapter merged into the weights "
+            "(cached next to it; the engine is switched when another is activated), others "
+            "per request. 'lora': every adapter per request. 'auto': merged on a CPU host, "
+            "lora on a GPU host."
         ),
     )
     enable_lora: bool = Field(
-        default=True, description="Allow per-request adapters other than the active one."
+        default=True,
+        description=(
+            "Merged mode: keep LoRA on in the engine, so that adapters other than the active "
+            "one, and the base model, are served per request. false: only the active adapter "
+            "(others get 409)."
+        ),
+    )
+    adapter_sync_interval_s: float = Field(
+        default=5.0,
+        ge=0.5,
+        le=3600,
+        description="Merged mode: how often the registry is read for a newly activated adapter.",
     )
     max_lora_rank: int = Field(default=16, ge=1, le=256, description="Largest servable LoRA r.")
     max_loras: int = Field(default=4, ge=1, le=64, description="Adapters resident in vLLM at once.")

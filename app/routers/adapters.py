@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from anyio import from_thread
+from fastapi import APIRouter, Request
 
 from app.deps import AuthDep, SessionDep, SettingsDep
 from app.schemas import AdapterPublic, AdaptersPublic
-from app.serving import GeneratorDep
+from app.serving import GeneratorDep, notify_active_changed
 from ttalkkac.adapters import BASE, ref_from_row, same_base_model
 from ttalkkac.errors import InvalidInput, NotFound
 from ttalkkac.inference.service import PlanGenerator
@@ -62,9 +63,17 @@ def get_adapter(name: str, session: SessionDep, generator: GeneratorDep) -> Adap
         422: {"description": "The adapter's files are unusable (missing, not safetensors)."},
     },
     summary="Make an adapter the default of /generate",
+    description="The adapter serves default requests at once. In merged serving mode the engine "
+    "then switches to weights with this adapter merged in, in the background: requests keep "
+    "being answered (with this adapter) during the switch, and `GET /ready` shows "
+    "`merged_adapter` equal to its name once the fast path serves it.",
 )
 def activate_adapter(
-    name: str, session: SessionDep, settings: SettingsDep, generator: GeneratorDep
+    name: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    generator: GeneratorDep,
 ) -> AdapterPublic:
     if name == BASE:
         raise InvalidInput(
@@ -75,8 +84,11 @@ def activate_adapter(
     if row is None:
         raise NotFound(f"no adapter named {name!r}")
     # Refuse now what every default request would otherwise fail on.
-    ref_from_row(row, settings, generator.engine.base_model)
-    return _public(crud.activate_adapter(session, name=name), generator)
+    ref = ref_from_row(row, settings, generator.engine.base_model)
+    public = _public(crud.activate_adapter(session, name=name), generator)
+    session.commit()  # before the engine switch starts: it reads the registry too
+    from_thread.run_sync(notify_active_changed, request, ref)
+    return public
 
 
 @router.delete(
@@ -84,7 +96,8 @@ def activate_adapter(
     response_model=AdaptersPublic,
     summary="Deactivate the active adapter: /generate then defaults to the base model",
 )
-def deactivate(session: SessionDep, generator: GeneratorDep) -> AdaptersPublic:
+def deactivate(request: Request, session: SessionDep, generator: GeneratorDep) -> AdaptersPublic:
     crud.deactivate_adapters(session)
-    session.flush()
+    session.commit()
+    from_thread.run_sync(notify_active_changed, request, None)
     return _listing(session, generator)

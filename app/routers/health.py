@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.deps import DatabaseDep
+from app.metrics import MERGED_ADAPTER
 from app.schemas import HealthPublic, ReadyPublic
-from app.serving import SERVING_MODE
 from ttalkkac import __version__
 from ttalkkac.store import crud
 
@@ -32,6 +32,8 @@ def health() -> HealthPublic:
 )
 def ready(request: Request, db: DatabaseDep) -> JSONResponse:
     generator = getattr(request.app.state, "generator", None)
+    mode = getattr(request.app.state, "serving_mode", "lora")
+    switcher = getattr(request.app.state, "switcher", None)
     active = None
     try:
         with db.session() as session:
@@ -44,7 +46,7 @@ def ready(request: Request, db: DatabaseDep) -> JSONResponse:
             ready=False,
             state="disabled",
             engine="none",
-            mode=SERVING_MODE,
+            mode=mode,
             base_model="",
             active_adapter=active,
             waiting=0,
@@ -56,9 +58,10 @@ def ready(request: Request, db: DatabaseDep) -> JSONResponse:
             ready=generator.ready,
             state=generator.status(),
             engine=engine.name,
-            mode=SERVING_MODE,
+            mode=mode,
             base_model=engine.base_model,
             active_adapter=active,
+            **(switcher.status() if switcher is not None else {}),
             loaded_adapters=engine.loaded_adapters(),
             waiting=generator.waiting(),
             max_waiting_requests=generator.max_waiting_requests,
@@ -68,5 +71,10 @@ def ready(request: Request, db: DatabaseDep) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics() -> Response:
+def metrics(request: Request) -> Response:
+    switcher = getattr(request.app.state, "switcher", None)
+    if switcher is not None:
+        merged = switcher.merged_adapter
+        MERGED_ADAPTER.clear()
+        MERGED_ADAPTER.labels(merged.name if merged else "base").set(1)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

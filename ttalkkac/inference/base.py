@@ -6,9 +6,9 @@ simply ``await engine.generate(request)`` from many tasks at once. Everything ab
 rendering, chunking, validation, retries, admission) lives in ``service.PlanGenerator`` and is
 the same for every engine.
 
-Engines are swappable at run time by design (issue 7's merged mode): ``PlanGenerator`` reads
-its engine through one attribute, so a new engine can be started beside the old one and swapped
-in atomically while requests already inside the old engine finish there.
+Engines are swappable at run time (merged serving): ``PlanGenerator`` reads its engine through
+one attribute, so a new engine can be started beside the old one and swapped in atomically
+while requests already inside the old engine finish there.
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ class Engine(Protocol):
     base_model: str  # id or path of the served base weights
     max_model_len: int  # prompt + completion tokens one sequence may hold
     tokenizer: Any  # the Hugging Face tokenizer the prompts are rendered with
+    weights: str  # the folder (or id) the weights were loaded from
+    merged_adapter: AdapterRef | None  # the adapter folded into ``weights``, if any
+    enable_lora: bool  # whether per-request adapters can be applied
 
     async def start(self) -> None:
         """Load the model (idempotent). Heavy work runs off the event loop."""

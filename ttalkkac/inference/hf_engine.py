@@ -62,8 +62,15 @@ class TransformersEngine:
         batch_wait_ms: float = 10.0,
         dtype: str = "bfloat16",
         prepare: Callable[[], object] | None = None,
+        weights: str | None = None,
+        merged_adapter: AdapterRef | None = None,
+        enable_lora: bool = True,
     ) -> None:
         self.base_model = str(base_model)
+        # Merged mode: the weights loaded are ``base_model`` with ``merged_adapter`` folded in.
+        self.weights = str(weights or base_model)
+        self.merged_adapter = merged_adapter
+        self.enable_lora = enable_lora
         self.requested_max_model_len = max_model_len
         self.max_model_len = max_model_len
         self.max_loras = max_loras
@@ -112,11 +119,11 @@ class TransformersEngine:
         import xgrammar as xgr
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(self.base_model, padding_side="left")
+        tokenizer = AutoTokenizer.from_pretrained(self.weights, padding_side="left")
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         dtype = getattr(torch, self.dtype) if self.dtype != "auto" else "auto"
-        model = AutoModelForCausalLM.from_pretrained(self.base_model, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(self.weights, dtype=dtype)
         model.eval()
         limit = getattr(model.config, "max_position_embeddings", None)
         self.max_model_len = min(self.requested_max_model_len, int(limit or 10**9))
@@ -145,13 +152,20 @@ class TransformersEngine:
         return self._inflight
 
     def loaded_adapters(self) -> list[str]:
-        return sorted(self._adapter_names.values())
+        names = set(self._adapter_names.values())
+        if self.merged_adapter is not None:
+            names.add(self.merged_adapter.name)
+        return sorted(names)
 
     # --- requests ------------------------------------------------------------------------
 
     async def generate(self, request: EngineRequest) -> EngineResult:
         if not self.ready:
             raise EngineUnavailable("the transformers engine is not running", retry_after_s=10)
+        if request.adapter is not None and not self.enable_lora:
+            raise InvalidInput(
+                f"adapter {request.adapter.name!r}: this engine was started without LoRA support"
+            )
         if len(request.prompt_ids) + request.max_tokens > self.max_model_len:
             raise InvalidInput(
                 f"prompt ({len(request.prompt_ids)} tokens) plus max_tokens "

@@ -11,8 +11,12 @@ Admission is bounded: past ``max_waiting_requests`` requests inside the generato
 without bound.
 
 The engine is held behind one attribute and leased per request, so ``swap_engine`` can replace it
-atomically (issue 7's merged mode): new requests go to the new engine, requests already leased
-finish on the old one, which is stopped once its last lease is returned.
+atomically (merged serving, ``ttalkkac.inference.switcher``): new requests go to the new engine,
+requests already leased finish on the old one, which is stopped once its last lease is returned.
+An engine whose weights have an adapter merged in (``engine.merged_adapter``) serves that adapter
+without LoRA; any other adapter, and the base model, through the LoRA relative to the merged
+weights (``ttalkkac.inference.merge.relative_adapter``), so every answer comes from the weights
+the request asked for, whichever engine it lands on.
 """
 
 from __future__ import annotations
@@ -25,11 +29,18 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from ttalkkac.errors import EngineUnavailable, GenerationInvalid, InvalidInput, PayloadTooLarge
+from ttalkkac.errors import (
+    Conflict,
+    EngineUnavailable,
+    GenerationInvalid,
+    InvalidInput,
+    PayloadTooLarge,
+)
 from ttalkkac.inference.base import AdapterRef, Engine, EngineRequest, EngineResult
 from ttalkkac.meetings import CHUNK_CHARS, CHUNK_OVERLAP, Utterance, chunk_text, meeting_text
 from ttalkkac.plan import ProjectPlan, merge_plans
@@ -84,7 +95,8 @@ class PlanGenerator:
         self.default_temperature = default_temperature
         self.repetition_penalty = repetition_penalty
         self.warmup_enabled = warmup
-        self.state = "created"  # created | loading | warming | ready | failed | stopped
+        # created | preparing | loading | warming | ready | restarting | failed | stopped
+        self.state = "created"
         self.error: str | None = None
         self._waiting = 0
         self._leases: dict[int, int] = {}
@@ -124,6 +136,12 @@ class PlanGenerator:
         """Requests admitted and not finished (queued in or running on the engine)."""
         return self._waiting
 
+    def set_engine(self, engine: Engine) -> None:
+        """Replace the engine before it starts (merged mode picks its weights at start-up)."""
+        if self.state not in ("created", "preparing"):
+            raise RuntimeError(f"set_engine after start (state {self.state}); use swap_engine")
+        self._engine = engine
+
     async def start(self) -> None:
         """Load the engine and, when enabled, prove it generates (one short warm-up run)."""
         self.state = "loading"
@@ -158,10 +176,17 @@ class PlanGenerator:
         await self._engine.stop()
 
     async def swap_engine(self, new: Engine, *, warmup: bool | None = None) -> None:
-        """Start ``new``, route new requests to it, stop the old one once its requests finish."""
-        await new.start()
-        if self.warmup_enabled if warmup is None else warmup:
-            await self.warmup(new)
+        """Start ``new``, route new requests to it, stop the old one once its requests finish.
+
+        If ``new`` fails to start or to warm up, it is stopped and the old engine keeps serving.
+        """
+        try:
+            await new.start()
+            if self.warmup_enabled if warmup is None else warmup:
+                await self.warmup(new)
+        except BaseException:
+            await new.stop()
+            raise
         old, self._engine = self._engine, new
         if self._leases.get(id(old), 0):
             event = self._drained.setdefault(id(old), asyncio.Event())
@@ -348,6 +373,7 @@ class PlanGenerator:
     ) -> _ChunkOutcome:
         prompt = render_prompt(engine.tokenizer, text)
         ids = engine.tokenizer.encode(prompt, add_special_tokens=False)
+        served = await self._engine_adapter(engine, adapter)
         outcome = _ChunkOutcome(plan=None)  # type: ignore[arg-type]
         failures: list[dict[str, Any]] = []
         attempts = [(seed, temperature), (seed + 1, max(temperature, RETRY_MIN_TEMPERATURE))]
@@ -359,7 +385,7 @@ class PlanGenerator:
                     max_tokens=max_tokens,
                     temperature=attempt_temperature,
                     seed=attempt_seed,
-                    adapter=adapter,
+                    adapter=served,
                     request_id=f"{request_id}-a{attempt}",
                     repetition_penalty=self.repetition_penalty,
                 )
@@ -395,6 +421,26 @@ class PlanGenerator:
             f"{failures[-1]['error']}",
             detail={"attempts": failures},
         )
+
+    async def _engine_adapter(
+        self, engine: Engine, adapter: AdapterRef | None
+    ) -> AdapterRef | None:
+        """What the engine must apply to serve ``adapter`` (None: the base model) exactly."""
+        merged = getattr(engine, "merged_adapter", None)
+        if merged is None:
+            return adapter
+        if adapter is not None and adapter.key == merged.key:
+            return None  # already in the weights
+        if not getattr(engine, "enable_lora", True):
+            asked = f"adapter {adapter.name!r}" if adapter else "the base model"
+            raise Conflict(
+                f"{asked} is not served here: this service serves only the active adapter "
+                f"{merged.name!r}, merged into the weights (SERVING_MODE=merged with "
+                "ENABLE_LORA=false); activate it, or enable ENABLE_LORA"
+            )
+        from ttalkkac.inference.merge import relative_adapter
+
+        return await asyncio.to_thread(relative_adapter, adapter, merged, Path(engine.weights))
 
 
 def _count_all(tokenizer: Any, texts: list[str]) -> list[int]:

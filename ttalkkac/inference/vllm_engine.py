@@ -43,8 +43,13 @@ class VllmEngine:
         dtype: str = "auto",
         max_num_seqs: int | None = None,
         prepare: Callable[[], object] | None = None,
+        weights: str | None = None,
+        merged_adapter: AdapterRef | None = None,
     ) -> None:
         self.base_model = str(base_model)
+        # Merged mode: the weights loaded are ``base_model`` with ``merged_adapter`` folded in.
+        self.weights = str(weights or base_model)
+        self.merged_adapter = merged_adapter
         self.requested_max_model_len = max_model_len
         self.max_model_len = max_model_len
         self.enable_lora = enable_lora
@@ -83,7 +88,7 @@ class VllmEngine:
             self._llm = await asyncio.to_thread(self._build_llm)
             logger.info(
                 "vLLM engine ready: %s (max_model_len=%d, lora=%s, max_lora_rank=%d) in %.1f s",
-                self.base_model,
+                self.weights,
                 self.max_model_len,
                 self.enable_lora,
                 self.max_lora_rank,
@@ -93,8 +98,8 @@ class VllmEngine:
     def _load_tokenizer(self) -> tuple[Any, int]:
         from transformers import AutoConfig, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(self.base_model)
-        config = AutoConfig.from_pretrained(self.base_model)
+        tokenizer = AutoTokenizer.from_pretrained(self.weights)
+        config = AutoConfig.from_pretrained(self.weights)
         limit = getattr(config, "max_position_embeddings", None) or self.requested_max_model_len
         return tokenizer, min(self.requested_max_model_len, int(limit))
 
@@ -108,8 +113,8 @@ class VllmEngine:
             # Read by the engine process at start; an explicit environment value wins.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.cpu_kvcache_space_gb))
         kwargs: dict[str, Any] = {
-            "model": self.base_model,
-            "tokenizer": self.base_model,
+            "model": self.weights,
+            "tokenizer": self.weights,
             "dtype": self.dtype,
             "max_model_len": self.max_model_len,
             "gpu_memory_utilization": self.gpu_memory_utilization,
@@ -152,7 +157,10 @@ class VllmEngine:
         return self._inflight
 
     def loaded_adapters(self) -> list[str]:
-        return sorted(set(self._lora_names.values()))
+        names = set(self._lora_names.values())
+        if self.merged_adapter is not None:
+            names.add(self.merged_adapter.name)
+        return sorted(names)
 
     # --- generation ----------------------------------------------------------------------
 

@@ -1,0 +1,122 @@
+"""Merged serving on a real vLLM engine: the active adapter in the weights, switched under load.
+
+One app (tiny Qwen3, two adapters, adapter "a" active at start): it merges "a" before its engine
+starts; activating "b" while clients keep sending requests switches the engine with no request
+lost, and every answer names the adapter it was asked for.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from tests.utils.serving import register_adapter, wait_ready
+from ttalkkac.plan import ProjectPlan
+
+MEETING = (
+    "[00:01] Speaker_A: 리모컨 디자인을 논의하겠습니다.\n[00:02] Speaker_B: 시장 조사를 하겠습니다."
+)
+
+
+@pytest.fixture(scope="module")
+def merged_client(serving_settings, tiny_adapters, tmp_path_factory) -> Iterator[TestClient]:
+    settings = serving_settings.model_copy(
+        update={
+            "serving_mode": "merged",
+            "data_dir": tmp_path_factory.mktemp("serving-merged"),
+            "max_waiting_requests": 32,
+            "adapter_sync_interval_s": 1.0,
+        }
+    )
+    settings.ensure_dirs()
+    base = settings.base_model
+    register_adapter(settings, "a", tiny_adapters[0], base_model=base, activate=True)
+    register_adapter(settings, "b", tiny_adapters[1], base_model=base)
+    with TestClient(create_app(settings)) as client:
+        ready = wait_ready(client)
+        assert ready["ready"], ready
+        yield client
+
+
+def test_starts_on_the_active_adapter_merged(merged_client) -> None:
+    ready = merged_client.get("/ready").json()
+    assert ready["mode"] == "merged" and ready["merged_adapter"] == "a"
+    assert ready["active_adapter"] == "a" and ready["switching_to"] is None
+    engine = merged_client.app.state.generator.engine
+    assert engine.weights.endswith("a.merged") and engine.base_model != engine.weights
+    metrics = merged_client.get("/metrics").text
+    assert 'ttalkkac_serving_mode{mode="merged"} 1.0' in metrics
+    assert 'ttalkkac_merged_adapter{adapter="a"} 1.0' in metrics
+    assert 'ttalkkac_engine_ready{engine="vllm",mode="merged"} 1.0' in metrics
+
+
+def test_other_adapters_and_the_base_are_served_relative_to_the_merged_weights(
+    merged_client,
+) -> None:
+    for asked, expected in (("a", "a"), ("b", "b"), ("base", None), (None, "a")):
+        response = merged_client.post("/generate", json={"meeting": MEETING, "adapter": asked})
+        assert response.status_code == 200, response.text
+        assert response.json()["adapter"] == expected
+        ProjectPlan.model_validate(response.json()["plan"])
+
+
+def test_activation_switches_the_engine_under_load_losing_nothing(merged_client) -> None:
+    first_engine = merged_client.app.state.generator.engine
+    answers: list[tuple[str | None, int, dict]] = []
+    stop = threading.Event()
+    asked = ["a", "b", None, "base"]
+
+    def client_loop(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            adapter = asked[(i + n) % len(asked)]
+            response = merged_client.post(
+                "/generate", json={"meeting": MEETING, "adapter": adapter}
+            )
+            answers.append((adapter, response.status_code, response.json()))
+            n += 1
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        loops = [pool.submit(client_loop, i) for i in range(4)]
+        while len(answers) < 4:
+            time.sleep(0.05)
+        activated = merged_client.post("/adapters/b/activate")
+        assert activated.status_code == 200, activated.text
+        at_activation = len(answers)
+        deadline = time.monotonic() + 180
+        while True:
+            ready = merged_client.get("/ready").json()
+            if ready["merged_adapter"] == "b" and ready["switching_to"] is None:
+                break
+            assert ready["switch_error"] is None, ready
+            assert time.monotonic() < deadline, ready
+            time.sleep(0.2)
+        during_switch = len(answers) - at_activation
+        after = len(answers)
+        while len(answers) < after + 4:  # some answered by the new engine
+            time.sleep(0.05)
+        stop.set()
+        for loop in loops:
+            loop.result()
+
+    assert during_switch > 0, "no request was answered while the engine switched"
+    for adapter, status, body in answers:
+        assert status == 200, body
+        ProjectPlan.model_validate(body["plan"])
+        if adapter == "base":
+            assert body["adapter"] is None
+        elif adapter is None:  # the active adapter at the time: "a", then "b"
+            assert body["adapter"] in ("a", "b")
+        else:
+            assert body["adapter"] == adapter
+    generator = merged_client.app.state.generator
+    assert generator.engine is not first_engine and not first_engine.ready
+    assert generator.engine.weights.endswith("b.merged")
+    assert ready["last_switch_s"] > 0
+    assert 'ttalkkac_adapter_switches_total{outcome="ok"} 1.0' in merged_client.get("/metrics").text

@@ -1,0 +1,217 @@
+"""Merged serving's control loop: keep the generator's engine merged with the active adapter.
+
+- At start-up (``prepare``), before the generator starts: the active adapter is merged into the
+  base weights (or its cached merged folder reused) and the first engine loads those weights.
+- When the active adapter changes (``request``, called by the activation endpoint, and by
+  ``watch``, which polls the registry so that activations made elsewhere, by another replica or
+  the CLI, are picked up too): the new merged folder is built in a thread, a new engine is
+  started beside the serving one and swapped in atomically (``PlanGenerator.swap_engine``).
+  Requests keep flowing on the old engine meanwhile, and they are correct there: an adapter that
+  is not the merged one is applied relative to the merged weights.
+- Switches are coalesced: activating A then B while A's engine is still starting ends on B.
+  A failed switch keeps the serving engine, is reported in ``status()``, and is not retried by
+  ``watch`` for the same adapter files (an explicit activation retries it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ttalkkac.inference.base import AdapterRef, Engine
+from ttalkkac.inference.merge import ensure_merged
+from ttalkkac.inference.service import PlanGenerator
+
+logger = logging.getLogger(__name__)
+
+BuildEngine = Callable[[str | None, AdapterRef | None], Engine]
+"""Builds an engine (not started) for merged weights (None: the base weights) and their adapter."""
+
+
+def _key(adapter: AdapterRef | None) -> tuple[str, str, str] | None:
+    return None if adapter is None else adapter.key
+
+
+_NO_FAILURE = ("", "", "no failure")  # None is a real key: the base weights
+
+
+def _label(adapter: AdapterRef | None) -> str:
+    return adapter.name if adapter is not None else "base"
+
+
+class AdapterSwitcher:
+    def __init__(
+        self,
+        generator: PlanGenerator,
+        *,
+        base_model: str,
+        build_engine: BuildEngine,
+        read_active: Callable[[], AdapterRef | None],
+        prepare_base: Callable[[], object] | None = None,
+        sync_interval_s: float = 5.0,
+        on_switch: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.generator = generator
+        self.base_model = base_model
+        self._build_engine = build_engine
+        self._read_active = read_active
+        self._prepare_base = prepare_base
+        self.sync_interval_s = sync_interval_s
+        self._on_switch = on_switch or (lambda outcome, seconds: None)
+        self._wanted: AdapterRef | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._failed_key: tuple[str, str, str] | None = _NO_FAILURE
+        self._read_error: str | None = None
+        self.switching_to: str | None = None
+        self.last_switch_s: float | None = None
+        self.switches = 0
+        self.error: str | None = None
+
+    @property
+    def merged_adapter(self) -> AdapterRef | None:
+        """The adapter in the weights of the engine that takes new requests."""
+        return self.generator.engine.merged_adapter
+
+    def status(self) -> dict[str, Any]:
+        merged = self.merged_adapter
+        return {
+            "merged_adapter": merged.name if merged else None,
+            "switching_to": self.switching_to,
+            "last_switch_s": self.last_switch_s,
+            "switch_error": self.error,
+        }
+
+    # --- start-up --------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Give the (not yet started) generator an engine on the active adapter's merged weights.
+
+        A failure (the adapter's files unreadable, the merge failing) is logged and reported;
+        the service then starts on the base weights, where every adapter is still servable.
+        """
+        self.generator.state = "preparing"
+        if self._prepare_base is not None:
+            await asyncio.to_thread(self._prepare_base)
+        try:
+            active = await asyncio.to_thread(self._read_active)
+        except Exception as exc:
+            self._report_read_error(exc)
+            return
+        self._wanted = active
+        if active is None:
+            return
+        started = time.perf_counter()
+        try:
+            engine = await self._engine_for(active)
+        except Exception as exc:
+            self._failed(active, exc, time.perf_counter() - started)
+            return
+        self.generator.set_engine(engine)
+
+    async def _engine_for(self, target: AdapterRef | None) -> Engine:
+        weights = None
+        if target is not None:
+            weights = str(await asyncio.to_thread(ensure_merged, self.base_model, target))
+        return self._build_engine(weights, target)
+
+    # --- switching -------------------------------------------------------------------------
+
+    def request(self, target: AdapterRef | None, *, retry_failed: bool = True) -> None:
+        """Serve ``target`` merged (None: the base weights); switches in the background."""
+        if not retry_failed and _key(target) == self._failed_key:
+            return
+        self._wanted = target
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+
+    async def wait(self) -> None:
+        """Until the switch in progress (if any) has finished."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def _run(self) -> None:
+        while _key(self._wanted) != _key(self.merged_adapter):
+            if self.generator.state != "ready":
+                return  # not serving yet (or failed): start-up or the next request decides
+            target = self._wanted
+            self.switching_to = _label(target)
+            started = time.perf_counter()
+            logger.info(
+                "switching the engine from %s to %s merged",
+                _label(self.merged_adapter),
+                _label(target),
+            )
+            try:
+                engine = await self._engine_for(target)
+                await self.generator.swap_engine(engine)
+            except Exception as exc:
+                self.switching_to = None
+                self._failed(target, exc, time.perf_counter() - started)
+                return
+            seconds = time.perf_counter() - started
+            self.last_switch_s = round(seconds, 2)
+            self.switches += 1
+            self.error, self._failed_key = None, _NO_FAILURE
+            self._on_switch("ok", seconds)
+            logger.info("now serving %s merged (switch took %.1f s)", _label(target), seconds)
+        self.switching_to = None
+
+    def _failed(self, target: AdapterRef | None, exc: Exception, seconds: float) -> None:
+        self.error = f"switch to {_label(target)} failed: {type(exc).__name__}: {exc}"
+        self._failed_key = _key(target)
+        self._on_switch("failed", seconds)
+        logger.error(
+            "%s; still serving %s merged", self.error, _label(self.merged_adapter), exc_info=exc
+        )
+
+    # --- following the registry ------------------------------------------------------------
+
+    def start_watching(self) -> None:
+        if self._watch_task is None:
+            self._watch_task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        last_read = _key(self._wanted)
+        while True:
+            await asyncio.sleep(self.sync_interval_s)
+            try:
+                active = await asyncio.to_thread(self._read_active)
+            except Exception as exc:
+                self._report_read_error(exc)
+                continue
+            self._read_error = None
+            # Act on a change in the registry, or on a mismatch while no switch runs. Not on
+            # a read that merely lags an activation this process has just requested.
+            changed = _key(active) != last_read
+            idle = self._task is None or self._task.done()
+            if changed or (idle and _key(active) != _key(self.merged_adapter)):
+                self.request(active, retry_failed=False)
+            last_read = _key(active)
+
+    def _report_read_error(self, exc: Exception) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        if message != self._read_error:  # once per distinct problem, not every poll
+            logger.error("cannot read the active adapter: %s", message)
+        self._read_error = message
+
+    async def stop(self) -> None:
+        """Stop following the registry; let a switch in progress finish.
+
+        An engine start cannot be interrupted (it runs in a thread and spawns the engine
+        process): cancelling it would leak that process. The generator's owner stops whichever
+        engine serves afterwards.
+        """
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+            self._task = None
