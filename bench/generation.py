@@ -3,10 +3,13 @@
 Engines, each measured in a fresh Python process (``python -m bench _gen-engine``; one engine
 in memory at a time, and its peak memory is its own):
 
+- ``vllm_merged``: the service's merged mode as shipped (SERVING_MODE=merged, ENABLE_LORA on):
+  the engine starts on the base weights, the adapter is activated through ``AdapterSwitcher``
+  (merge into a cached folder, new engine, atomic swap), and requests for it run without LoRA
+  on an engine that keeps LoRA enabled for other adapters;
+- ``vllm_merged_only``: the same with ENABLE_LORA=false (only the active adapter is served);
 - ``vllm``: ``VllmEngine`` with the adapter as a per-request LoRA (continuous batching,
-  JSON-schema constrained decoding);
-- ``vllm_merged``: the adapter merged into the base weights (PEFT ``merge_and_unload``) and
-  served by ``VllmEngine`` without LoRA (issue 7's CPU fast path);
+  JSON-schema constrained decoding: SERVING_MODE=lora);
 - ``transformers``: ``TransformersEngine`` (dynamic batches of up to 16, PEFT adapter,
   xgrammar-constrained ``generate``): the careful transformers baseline;
 - ``guide``: ``bench.guide_recipe.GuideInference``: merged adapter, one request at a time,
@@ -43,7 +46,8 @@ from bench.data import Meeting
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("vllm", "vllm_merged", "transformers", "guide")
+ENGINES = ("vllm_merged", "vllm_merged_only", "vllm", "transformers", "guide")
+MERGED = ("vllm_merged", "vllm_merged_only")
 ADAPTER_NAME = "bench-adapter"
 
 
@@ -152,65 +156,74 @@ def sampling_settings(max_tokens: int) -> dict[str, Any]:
     return out
 
 
-def _build_engine(kind: str, cfg: dict[str, Any], model: str) -> Any:
-    if kind in ("vllm", "vllm_merged"):
+def _build_engine(
+    kind: str,
+    cfg: dict[str, Any],
+    model: str,
+    weights: str | None = None,
+    merged_adapter: Any = None,
+) -> Any:
+    if kind.startswith("vllm"):
         from ttalkkac.inference.vllm_engine import VllmEngine
 
         return VllmEngine(
             model,
             max_model_len=cfg["max_model_len"],
-            enable_lora=kind == "vllm",
-            max_lora_rank=16,
+            enable_lora=kind != "vllm_merged_only",
+            max_lora_rank=32 if kind in MERGED else 16,  # merged: relative adapters stack two
             max_loras=2,
             gpu_memory_utilization=0.3,
             cpu_kvcache_space_gb=cfg["kv_cache_gb"],
             dtype=cfg["dtype"],
+            weights=weights,
+            merged_adapter=merged_adapter,
         )
     from ttalkkac.inference.hf_engine import TransformersEngine
 
     return TransformersEngine(model, max_model_len=cfg["max_model_len"], dtype=cfg["dtype"])
 
 
-def merge_adapter(model: str, adapter_dir: str, out_dir: Path) -> Path:
-    """The adapter merged into the base weights, saved as a normal model folder."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    merged.save_pretrained(out_dir, safe_serialization=True)
-    AutoTokenizer.from_pretrained(model).save_pretrained(out_dir)
-    return out_dir
-
-
 async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
     from ttalkkac.adapters import ref_from_dir
     from ttalkkac.errors import GenerationInvalid
     from ttalkkac.inference.service import PlanGenerator
+    from ttalkkac.inference.switcher import AdapterSwitcher
 
     kind = cfg["engine"]
     meetings = [Meeting(**m) for m in cfg["meetings"]]
-    out: dict[str, Any] = {"engine": kind}
-    served_model, adapter = cfg["model"], None
+    out: dict[str, Any] = {"engine": kind, "dtype": cfg["dtype"]}
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
     try:
-        if kind == "vllm_merged":
-            started = time.perf_counter()
-            served_model = str(
-                await asyncio.to_thread(merge_adapter, cfg["model"], cfg["adapter"], tmp / "merged")
-            )
-            out["merge_s"] = round(time.perf_counter() - started, 2)
-        else:
-            adapter = ref_from_dir(cfg["adapter"], name=ADAPTER_NAME, base_model=cfg["model"])
-        engine = _build_engine(kind, cfg, served_model)
+        # A private copy: merged mode writes its merged folder next to the adapter.
+        adapter = ref_from_dir(
+            shutil.copytree(cfg["adapter"], tmp / ADAPTER_NAME),
+            name=ADAPTER_NAME,
+            base_model=cfg["model"],
+        )
+        engine = _build_engine(kind, cfg, cfg["model"])
         # The service's own defaults (temperature, repetition penalty, ...): what /generate
         # callers get. Only the answer budget and the admission limit are the benchmark's.
         generator = PlanGenerator.from_settings(engine, service_settings(cfg))
         started = time.perf_counter()
         await generator.start()
         out["start_s"] = round(time.perf_counter() - started, 2)
-        out["dtype"] = cfg["dtype"]
+        activated = time.perf_counter()
+        if kind in MERGED:
+            # The product's activation path: merge, start an engine on the merged weights,
+            # swap it in (the base engine keeps serving meanwhile).
+            switcher = AdapterSwitcher(
+                generator,
+                base_model=cfg["model"],
+                build_engine=lambda weights, ref: _build_engine(
+                    kind, cfg, cfg["model"], weights, ref
+                ),
+                read_active=lambda: adapter,
+            )
+            switcher.request(adapter)
+            await switcher.wait()
+            if switcher.error:
+                raise RuntimeError(switcher.error)
+            out["switch_s"] = switcher.last_switch_s
 
         async def call(meeting: Meeting, seed: int) -> Sample:
             t0 = time.perf_counter()
@@ -229,19 +242,26 @@ async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
                 result.retries == 0,
             )
 
-        # The adapter's first plan: in per-request mode the engine loads it on first use.
+        # The adapter's first plan: in per-request mode the engine loads it on first use; in
+        # merged mode it follows the switch above.
         started = time.perf_counter()
         first = await call(meetings[0], 0)
         out["first_plan_with_adapter_s"] = round(time.perf_counter() - started, 2)
         out["first_plan_valid"] = first.valid
-        if kind == "vllm_merged":
-            out["adapter_to_first_plan_s"] = round(
-                out["merge_s"] + out["start_s"] + out["first_plan_with_adapter_s"], 2
-            )
-        else:
-            out["adapter_to_first_plan_s"] = out["first_plan_with_adapter_s"]
+        out["adapter_to_first_plan_s"] = round(time.perf_counter() - activated, 2)
         levels = []
+        batch_limit = getattr(generator.engine, "max_batch_size", None)
         for c in cfg["concurrency"]:
+            if batch_limit and c > batch_limit and levels:
+                # The transformers engine runs at most max_batch_size rows per generate():
+                # beyond it, requests wait for the next batch, so throughput is the batch
+                # limit's (measured above); running it would only take longer.
+                base_level = _level({"levels": levels}, batch_limit) or levels[-1]
+                derived = {k: base_level[k] for k in _THROUGHPUT_KEYS}
+                derived |= {"concurrency": c, "derived_from_concurrency": base_level["concurrency"]}
+                derived |= {"latency_p50_s": None, "latency_p95_s": None}
+                levels.append(derived)
+                continue
             logger.info("%s: concurrency %d, %d requests", kind, c, cfg["requests"][str(c)])
             level = await load_level(
                 call, meetings, requests=cfg["requests"][str(c)], concurrency=c, seed0=1000 * c
@@ -309,7 +329,7 @@ async def _guide_section(cfg: dict[str, Any]) -> dict[str, Any]:
             levels.append(serial)
             continue
         derived = {k: serial[k] for k in _THROUGHPUT_KEYS}
-        derived |= {"concurrency": c, "derived_from_concurrency_1": True}
+        derived |= {"concurrency": c, "derived_from_concurrency": 1}
         derived |= {"latency_p50_s": None, "latency_p95_s": None}
         levels.append(derived)
     out["levels"] = levels
@@ -583,7 +603,7 @@ def _level(result: dict[str, Any], c: int) -> dict[str, Any] | None:
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
     """Ours over each baseline, per concurrency level: tokens/s, requests/min, p50 latency."""
     out: dict[str, Any] = {}
-    ours = [e for e in ("vllm_merged", "vllm", "transformers") if "levels" in results.get(e, {})]
+    ours = [e for e in (*MERGED, "vllm", "transformers") if "levels" in results.get(e, {})]
     bases = [e for e in ("transformers", "guide") if "levels" in results.get(e, {})]
     for mine in ours:
         for base in bases:

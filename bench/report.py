@@ -13,7 +13,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 ENGINE_LABELS = {
-    "vllm_merged": "vLLM, adapter merged (ours, CPU default)",
+    "vllm_merged": "vLLM, adapter merged, LoRA on for others (ours, CPU default)",
+    "vllm_merged_only": "vLLM, adapter merged, LoRA off (ENABLE_LORA=false)",
     "vllm": "vLLM, per-request LoRA (ours)",
     "transformers": "transformers + PEFT, batched (ours)",
     "guide": "guide: transformers + PEFT, one at a time",
@@ -148,7 +149,10 @@ def _generation_md(gen: dict[str, Any]) -> list[str]:
             lines.append(f"| {label} | failed: {e.get('error')} | | | | | | | |")
             continue
         for lv in e["levels"]:
-            derived = " (serial, from c=1)" if lv.get("derived_from_concurrency_1") else ""
+            source = lv.get("derived_from_concurrency")
+            derived = (
+                f" (as c={source}: {'serial' if source == 1 else 'batch limit'})" if source else ""
+            )
             lines.append(
                 f"| {label} | {lv['concurrency']}{derived} | {_fmt(lv.get('requests'))} | "
                 f"{_fmt(lv['latency_p50_s'], 2)} | {_fmt(lv['latency_p95_s'], 2)} | "
@@ -157,8 +161,8 @@ def _generation_md(gen: dict[str, Any]) -> list[str]:
             )
     lines += [
         "",
-        "| engine | start s | adapter registered -> first plan s | peak RSS MiB (+ engine "
-        "process) |",
+        "| engine | start s | adapter registered/activated -> first plan s | peak RSS MiB "
+        "(+ engine process) |",
         "|---|---|---|---|",
     ]
     for name, e in engines.items():
@@ -173,7 +177,7 @@ def _generation_md(gen: dict[str, Any]) -> list[str]:
         cs = sorted({int(c) for rows in gen["ratios"].values() for c in rows})
         lines += [
             "",
-            "Ratios, ours / baseline (generated tokens/s; requests/min in brackets):",
+            "Ratios, ours / baseline (generated tokens/s; valid plans/min in brackets):",
             "",
             "| ratio | " + " | ".join(f"c={c}" for c in cs) + " |",
             "|---|" + "---|" * len(cs),
@@ -185,7 +189,7 @@ def _generation_md(gen: dict[str, Any]) -> list[str]:
                 cells.append(
                     "-"
                     if row is None
-                    else f"{_fmt(row['generated_tokens_per_s'], 2)} ({_fmt(row['requests_per_min'], 2)})"
+                    else f"{_fmt(row['generated_tokens_per_s'], 2)} ({_fmt(row['plans_per_min'], 2)})"
                 )
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for name, e in engines.items():
