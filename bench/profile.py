@@ -60,7 +60,10 @@ def parse(path: Path) -> tuple[Counter[str], Counter[str], int]:
             continue
         n = int(count)
         frames = stack.split(";")
-        if any(marker in frames[-1] for marker in _IDLE):
+        # With --native the leaf is a C frame (a futex in libc): judge by the innermost
+        # Python frame too.
+        python = next((f for f in reversed(frames) if ".py:" in f), "")
+        if any(marker in frames[-1] or marker in python for marker in _IDLE):
             continue
         total += n
         for frame in set(frames):

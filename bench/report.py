@@ -159,6 +159,13 @@ def _generation_md(gen: dict[str, Any]) -> list[str]:
                 f"{_fmt(lv['requests_per_min'])} | {_fmt(lv['plans_per_min'])} | "
                 f"{_fmt(lv['generated_tokens_per_s'])} | {_fmt(lv['valid_share'], 2)} |"
             )
+    notes = [
+        f"- {ENGINE_LABELS.get(name, name)}: {e['note']}"
+        for name, e in engines.items()
+        if e.get("note")
+    ]
+    if notes:
+        lines += ["", *notes]
     lines += [
         "",
         "| engine | start s | adapter registered/activated -> first plan s | peak RSS MiB "

@@ -3,8 +3,8 @@
 - At start-up (``prepare``), before the generator starts: the active adapter is merged into the
   base weights (or its cached merged folder reused) and the first engine loads those weights.
 - When the active adapter changes (``request``, called by the activation endpoint, and by
-  ``watch``, which polls the registry so that activations made elsewhere, by another replica or
-  the CLI, are picked up too): the new merged folder is built in a thread, a new engine is
+  ``watch``, which polls the registry so that activations made through another API replica
+  are picked up too): the new merged folder is built in a thread, a new engine is
   started beside the serving one and swapped in atomically (``PlanGenerator.swap_engine``).
   Requests keep flowing on the old engine meanwhile, and they are correct there: an adapter that
   is not the merged one is applied relative to the merged weights.

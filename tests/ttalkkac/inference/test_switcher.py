@@ -131,7 +131,7 @@ def test_watch_follows_the_registry_and_coalesces(
         await switcher.wait()
         await _until(lambda: switcher.switching_to is None)
         on_b = switcher.merged_adapter
-        active[0] = None  # deactivated elsewhere (another replica, the CLI)
+        active[0] = None  # deactivated through another replica
         await _until(lambda: switcher.merged_adapter is None and switcher.switching_to is None)
         await switcher.stop()
         await switcher.generator.stop()
