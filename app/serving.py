@@ -68,7 +68,13 @@ async def start_serving(app: FastAPI) -> None:
             app.state.switcher = AdapterSwitcher(
                 generator,
                 base_model=base,
-                build_engine=partial(_merged_engine, build_engine, settings, base),
+                build_engine=lambda weights, adapter: build_engine(
+                    settings,
+                    base_model=base,
+                    mode="merged",
+                    weights=weights,
+                    merged_adapter=adapter,
+                ),
                 read_active=partial(read_active_adapter, app.state.db, settings, base),
                 prepare_base=prepare,
                 sync_interval_s=settings.adapter_sync_interval_s,
@@ -81,12 +87,6 @@ async def start_serving(app: FastAPI) -> None:
         app.state.serving_task = asyncio.create_task(
             _start(generator, app.state.switcher, app.state.serving_mode)
         )
-
-
-def _merged_engine(build_engine, settings: Settings, base: str, weights, adapter):  # type: ignore[no-untyped-def]
-    return build_engine(
-        settings, base_model=base, mode="merged", weights=weights, merged_adapter=adapter
-    )
 
 
 def read_active_adapter(db: Database, settings: Settings, base_model: str) -> AdapterRef | None:

@@ -15,8 +15,6 @@ which a bfloat16 file could not undo. CPU training with PEFT wants float32 weigh
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -26,8 +24,9 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
+
+from ttalkkac.locks import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ def ensure_demo_model(models_dir: Path | str) -> Path:
     if is_demo_model_ready(target):
         return target
     models_dir.mkdir(parents=True, exist_ok=True)
-    with _lock(models_dir / f".{DEMO_MODEL_NAME}.lock"):
+    with file_lock(models_dir / f".{DEMO_MODEL_NAME}.lock"):
         if is_demo_model_ready(target):
             return target
         started = time.monotonic()
@@ -82,16 +81,6 @@ def ensure_demo_model(models_dir: Path | str) -> Path:
             shutil.rmtree(build_dir, ignore_errors=True)
         logger.info("built demo model at %s in %.1f s", target, time.monotonic() - started)
     return target
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _make_readable(folder: Path) -> None:

@@ -18,8 +18,6 @@ requests that matter most; every other adapter (and the base model) stays servab
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -27,13 +25,13 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ttalkkac.adapters import CONFIG_FILE, WEIGHTS_FILE, read_adapter_dir
 from ttalkkac.errors import InvalidInput
 from ttalkkac.inference.base import AdapterRef
+from ttalkkac.locks import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -76,21 +74,10 @@ def read_stamp(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_merged(base_model: str, adapter: AdapterRef) -> Path:
     """The folder of ``base_model`` with ``adapter`` merged in; built only when missing or stale."""
     out = merged_dir_for(adapter)
-    with _file_lock(out.with_name(f".{out.name}.lock")):
+    with file_lock(out.with_name(f".{out.name}.lock")):
         wanted = _stamp(base_model, adapter)
         if read_stamp(out) == wanted:
             logger.info("reusing merged weights of adapter %r at %s", adapter.name, out)
