@@ -360,6 +360,7 @@ class ReadyPublic(BaseModel):
                     "switching_to": None,
                     "last_switch_s": 21.4,
                     "switch_error": None,
+                    "lora_engine": "not started",
                     "loaded_adapters": ["smollm2-meetings-v1"],
                     "waiting": 0,
                     "max_waiting_requests": 64,
@@ -377,7 +378,7 @@ class ReadyPublic(BaseModel):
     engine: str
     mode: str = Field(
         description="How adapters are served: 'merged' (the active adapter merged into the "
-        "weights; others per request relative to them) or 'lora' (every adapter per request)."
+        "weights; others per request on the LoRA engine) or 'lora' (every adapter per request)."
     )
     base_model: str
     active_adapter: str | None = None
@@ -394,6 +395,11 @@ class ReadyPublic(BaseModel):
     )
     switch_error: str | None = Field(
         default=None, description="Merged mode: why the last switch failed, if it did."
+    )
+    lora_engine: str | None = Field(
+        default=None,
+        description="Merged mode: the engine for other adapters and the base model (base "
+        "weights + LoRA): not started | starting | ready | failed: <why> | off (ENABLE_LORA=false).",
     )
     loaded_adapters: list[str] = Field(default_factory=list)
     waiting: int = Field(description="Generate requests in the engine now.")

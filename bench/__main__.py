@@ -103,7 +103,7 @@ def generation(
     model: Model = None,
     smoke: Smoke = False,
     out: Out = None,
-    engines: Engines = "vllm_merged,vllm_merged_only,vllm,transformers,guide",
+    engines: Engines = "vllm_merged,vllm,transformers,guide",
     concurrency: Concurrency = "1,4,16,64",
     adapter: Adapter = None,
 ) -> None:
@@ -128,7 +128,7 @@ def all_(
     steps: Steps = 1,
     max_seq_len: SeqLen = 2048,
     variants: Variants = "guide,ours,ours_fast",
-    engines: Engines = "vllm_merged,vllm_merged_only,vllm,transformers,guide",
+    engines: Engines = "vllm_merged,vllm,transformers,guide",
     concurrency: Concurrency = "1,4,16,64",
     adapter: Adapter = None,
 ) -> None:

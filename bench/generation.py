@@ -3,11 +3,10 @@
 Engines, each measured in a fresh Python process (``python -m bench _gen-engine``; one engine
 in memory at a time, and its peak memory is its own):
 
-- ``vllm_merged``: the service's merged mode as shipped (SERVING_MODE=merged, ENABLE_LORA on):
+- ``vllm_merged``: the service's merged mode as shipped (SERVING_MODE=merged, the CPU default):
   the engine starts on the base weights, the adapter is activated through ``AdapterSwitcher``
-  (merge into a cached folder, new engine, atomic swap), and requests for it run without LoRA
-  on an engine that keeps LoRA enabled for other adapters;
-- ``vllm_merged_only``: the same with ENABLE_LORA=false (only the active adapter is served);
+  (merge into a cached folder, new engine, atomic swap), and requests for it run on an engine
+  without LoRA (other adapters would go to the LoRA engine, which no request here needs);
 - ``vllm``: ``VllmEngine`` with the adapter as a per-request LoRA (continuous batching,
   JSON-schema constrained decoding: SERVING_MODE=lora);
 - ``transformers``: ``TransformersEngine`` (dynamic batches of up to 16, PEFT adapter,
@@ -46,9 +45,9 @@ from bench.data import Meeting
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("vllm_merged", "vllm_merged_only", "vllm", "transformers", "guide")
-MERGED = ("vllm_merged", "vllm_merged_only")
+ENGINES = ("vllm_merged", "vllm", "transformers", "guide")
 ADAPTER_NAME = "bench-adapter"
+OVERHEAD_MAX_TOKENS = 32
 
 
 @dataclass
@@ -71,6 +70,8 @@ def percentile(values: list[float], p: float) -> float | None:
 
 def summarize(samples: list[Sample], wall_s: float, concurrency: int) -> dict[str, Any]:
     latencies = [s.latency_s for s in samples]
+    # Latency per generated token: comparable across engines whose answers differ in length.
+    per_token = [s.latency_s / s.completion_tokens for s in samples if s.completion_tokens]
     tokens = sum(s.completion_tokens for s in samples)
     valid = sum(s.valid for s in samples)
     errors: dict[str, int] = {}
@@ -84,6 +85,7 @@ def summarize(samples: list[Sample], wall_s: float, concurrency: int) -> dict[st
         "latency_p50_s": _round(percentile(latencies, 50)),
         "latency_p95_s": _round(percentile(latencies, 95)),
         "latency_mean_s": _round(statistics.fmean(latencies) if latencies else None),
+        "latency_per_token_ms_p50": _ms(percentile(per_token, 50)),
         "completion_tokens": tokens,
         "mean_completion_tokens": round(tokens / len(samples), 1) if samples else None,
         "valid": valid,
@@ -144,7 +146,8 @@ def bench_dtype() -> str:
 def service_settings(cfg: dict[str, Any]) -> Any:
     from ttalkkac.settings import Settings
 
-    return Settings(max_waiting_requests=100_000, default_max_tokens=cfg["max_tokens"], warmup=True)
+    budget = {"default_max_tokens": cfg["max_tokens"]} if cfg["max_tokens"] else {}
+    return Settings(max_waiting_requests=100_000, warmup=True, **budget)
 
 
 def sampling_settings(max_tokens: int) -> dict[str, Any]:
@@ -169,8 +172,8 @@ def _build_engine(
         return VllmEngine(
             model,
             max_model_len=cfg["max_model_len"],
-            enable_lora=kind != "vllm_merged_only",
-            max_lora_rank=32 if kind in MERGED else 16,  # merged: relative adapters stack two
+            enable_lora=kind == "vllm",  # merged engines run without LoRA, as the service's
+            max_lora_rank=16,
             max_loras=2,
             gpu_memory_utilization=0.3,
             cpu_kvcache_space_gb=cfg["kv_cache_gb"],
@@ -208,7 +211,7 @@ async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
         await generator.start()
         out["start_s"] = round(time.perf_counter() - started, 2)
         activated = time.perf_counter()
-        if kind in MERGED:
+        if kind == "vllm_merged":
             # The product's activation path: merge, start an engine on the merged weights,
             # swap it in (the base engine keeps serving meanwhile).
             switcher = AdapterSwitcher(
@@ -390,7 +393,9 @@ async def api_overhead(
     """``POST /generate`` through uvicorn against the same generator called directly.
 
     Overhead = round trip minus the time spent inside ``PlanGenerator.generate`` for that very
-    request, so the generation's own variance cancels out. Greedy decoding, one at a time.
+    request, so the generation's own variance cancels out. Greedy decoding, one at a time,
+    answers of ``OVERHEAD_MAX_TOKENS``: too short for a plan, so each ends in 502 after its retry,
+    which crosses the same layers; what is measured is the layers, not the model.
     """
     import httpx
     import uvicorn
@@ -427,7 +432,12 @@ async def api_overhead(
         task = asyncio.create_task(server.serve())
         while not server.started:
             await asyncio.sleep(0.05)
-        body = {"meeting": meeting.text, "adapter": ADAPTER_NAME, "temperature": 0.0}
+        body = {
+            "meeting": meeting.text,
+            "adapter": ADAPTER_NAME,
+            "temperature": 0.0,
+            "max_tokens": OVERHEAD_MAX_TOKENS,
+        }
         http: list[float] = []
         direct: list[float] = []
         statuses: dict[int, int] = {}
@@ -452,7 +462,13 @@ async def api_overhead(
                     inside = len(timed.inside_s)
                     started = time.perf_counter()
                     with contextlib.suppress(Exception):
-                        await timed.generate(meeting.text, adapter=ref, temperature=0.0, seed=i)
+                        await timed.generate(
+                            meeting.text,
+                            adapter=ref,
+                            temperature=0.0,
+                            seed=i,
+                            max_tokens=OVERHEAD_MAX_TOKENS,
+                        )
                     if len(timed.inside_s) > inside:
                         direct.append(time.perf_counter() - started - timed.inside_s[-1])
         finally:
@@ -550,7 +566,8 @@ def run_generation_bench(
         str(c): (2 if smoke else 5) if c == 1 else max(c, 2 if smoke else 8)
         for c in sorted({1, *concurrency})
     }
-    max_tokens = 64 if smoke else 1024
+    # The service's answer budget (DEFAULT_MAX_TOKENS): what a /generate caller gets.
+    max_tokens = 64 if smoke else service_settings({"max_tokens": None}).default_max_tokens
     with tempfile.TemporaryDirectory(prefix="bench-gen-") as tmp:
         tmp_dir = Path(tmp)
         if adapter is None:
@@ -603,7 +620,7 @@ def _level(result: dict[str, Any], c: int) -> dict[str, Any] | None:
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
     """Ours over each baseline, per concurrency level: tokens/s, requests/min, p50 latency."""
     out: dict[str, Any] = {}
-    ours = [e for e in (*MERGED, "vllm", "transformers") if "levels" in results.get(e, {})]
+    ours = [e for e in ("vllm_merged", "vllm", "transformers") if "levels" in results.get(e, {})]
     bases = [e for e in ("transformers", "guide") if "levels" in results.get(e, {})]
     for mine in ours:
         for base in bases:

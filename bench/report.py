@@ -13,8 +13,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 ENGINE_LABELS = {
-    "vllm_merged": "vLLM, adapter merged, LoRA on for others (ours, CPU default)",
-    "vllm_merged_only": "vLLM, adapter merged, LoRA off (ENABLE_LORA=false)",
+    "vllm_merged": "vLLM, adapter merged (ours, CPU default)",
     "vllm": "vLLM, per-request LoRA (ours)",
     "transformers": "transformers + PEFT, batched (ours)",
     "guide": "guide: transformers + PEFT, one at a time",
@@ -139,14 +138,14 @@ def _generation_md(gen: dict[str, Any]) -> list[str]:
         "own settings (temperature 0.7, top_p 0.9, top_k 50, repetition penalty 1.1, 512 new "
         "tokens, no constrained decoding).",
         "",
-        "| engine | c | requests | p50 s | p95 s | requests/min | valid plans/min | "
-        "gen tokens/s | valid share |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| engine | c | requests | p50 s | p95 s | ms/token p50 | answer tokens | requests/min | "
+        "valid plans/min | gen tokens/s | valid share (first try) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, e in engines.items():
         label = ENGINE_LABELS.get(name, name)
         if "levels" not in e:
-            lines.append(f"| {label} | failed: {e.get('error')} | | | | | | | |")
+            lines.append(f"| {label} | failed: {e.get('error')} | | | | | | | | | |")
             continue
         for lv in e["levels"]:
             source = lv.get("derived_from_concurrency")
@@ -156,8 +155,11 @@ def _generation_md(gen: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {label} | {lv['concurrency']}{derived} | {_fmt(lv.get('requests'))} | "
                 f"{_fmt(lv['latency_p50_s'], 2)} | {_fmt(lv['latency_p95_s'], 2)} | "
+                f"{_fmt(lv.get('latency_per_token_ms_p50'))} | "
+                f"{_fmt(lv.get('mean_completion_tokens'), 0)} | "
                 f"{_fmt(lv['requests_per_min'])} | {_fmt(lv['plans_per_min'])} | "
-                f"{_fmt(lv['generated_tokens_per_s'])} | {_fmt(lv['valid_share'], 2)} |"
+                f"{_fmt(lv['generated_tokens_per_s'])} | {_fmt(lv['valid_share'], 2)} "
+                f"({_fmt(lv.get('first_try_valid_share'), 2)}) |"
             )
     notes = [
         f"- {ENGINE_LABELS.get(name, name)}: {e['note']}"

@@ -108,16 +108,16 @@ class Settings(BaseSettings):
         description=(
             "How adapters are served. 'merged': the active adapter merged into the weights "
             "(cached next to it; the engine is switched when another is activated), others "
-            "per request. 'lora': every adapter per request. 'auto': merged on a CPU host, "
-            "lora on a GPU host."
+            "per request on a second engine. 'lora': every adapter per request. 'auto': merged "
+            "on a CPU host, lora on a GPU host."
         ),
     )
     enable_lora: bool = Field(
         default=True,
         description=(
-            "Merged mode: keep LoRA on in the engine, so that adapters other than the active "
-            "one, and the base model, are served per request. false: only the active adapter "
-            "(others get 409)."
+            "Merged mode: serve adapters other than the active one, and the base model, per "
+            "request on a second engine (base weights + LoRA) started by the first such request. "
+            "false: only the active adapter (others get 409)."
         ),
     )
     adapter_sync_interval_s: float = Field(
@@ -130,6 +130,14 @@ class Settings(BaseSettings):
     max_loras: int = Field(default=4, ge=1, le=64, description="Adapters resident in vLLM at once.")
     max_model_len: int = Field(
         default=8192, ge=256, description="Context window the engine is started with (tokens)."
+    )
+    enforce_eager: bool = Field(
+        default=False,
+        description=(
+            "vLLM: skip torch.compile and CUDA graphs. Engines start faster (the demo model on "
+            "2 CPU cores: about 25 s instead of 70 s) and generate slower. vLLM's CPU build "
+            "never compiles an engine that has LoRA enabled."
+        ),
     )
     gpu_memory_utilization: float = Field(
         default=0.3,

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.deps import DatabaseDep
-from app.metrics import MERGED_ADAPTER
+from app.metrics import ENGINE_READY, MERGED_ADAPTER
 from app.schemas import HealthPublic, ReadyPublic
 from ttalkkac import __version__
 from ttalkkac.store import crud
@@ -62,7 +62,8 @@ def ready(request: Request, db: DatabaseDep) -> JSONResponse:
             base_model=engine.base_model,
             active_adapter=active,
             **(switcher.status() if switcher is not None else {}),
-            loaded_adapters=engine.loaded_adapters(),
+            lora_engine=generator.lora_engine_status(),
+            loaded_adapters=generator.loaded_adapters(),
             waiting=generator.waiting(),
             max_waiting_requests=generator.max_waiting_requests,
             error=generator.error,
@@ -77,4 +78,7 @@ def metrics(request: Request) -> Response:
         merged = switcher.merged_adapter
         MERGED_ADAPTER.clear()
         MERGED_ADAPTER.labels(merged.name if merged else "base").set(1)
+        lora_engine = switcher.generator.lora_engine
+        if lora_engine is not None:
+            ENGINE_READY.labels(lora_engine.name, "lora").set(int(lora_engine.ready))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

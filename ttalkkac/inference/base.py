@@ -45,6 +45,7 @@ class EngineRequest:
     request_id: str = ""
     prompt_text: str | None = None
     repetition_penalty: float = 1.0
+    json_schema: dict[str, Any] | None = None  # None: the plan schema (engine_json_schema)
 
 
 @dataclass

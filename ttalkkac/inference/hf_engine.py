@@ -80,7 +80,8 @@ class TransformersEngine:
         self.tokenizer: Any = None
         self._prepare = prepare  # builds the base model's folder when it is the demo model
         self._model: Any = None  # the base model, or a PeftModel once an adapter is loaded
-        self._grammar: Any = None
+        self._compiler: Any = None
+        self._grammars: dict[str, Any] = {}  # schema JSON -> compiled grammar
         self._adapters: OrderedDict[tuple[str, str, str], str] = OrderedDict()  # key -> peft name
         self._adapter_names: dict[str, str] = {}  # peft name -> adapter name
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -128,11 +129,8 @@ class TransformersEngine:
         limit = getattr(model.config, "max_position_embeddings", None)
         self.max_model_len = min(self.requested_max_model_len, int(limit or 10**9))
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=model.config.vocab_size)
-        compiler = xgr.GrammarCompiler(info)
-        # The grammar vLLM builds with disable_any_whitespace: compact separators.
-        self._grammar = compiler.compile_json_schema(
-            json.dumps(engine_json_schema()), any_whitespace=False, separators=(",", ":")
-        )
+        self._compiler = xgr.GrammarCompiler(info)
+        self._grammar_for(None)
         self._stop_ids = sorted(set(info.stop_token_ids) | {tokenizer.eos_token_id})
         self.tokenizer = tokenizer
         self._model = model
@@ -272,6 +270,19 @@ class TransformersEngine:
             del self._adapters[key]
             self._adapter_names.pop(name, None)
 
+    def _grammar_for(self, schema: dict[str, Any] | None) -> Any:
+        """The compiled grammar of ``schema`` (None: the plan's), compiled once."""
+        # Key order matters: properties are generated in schema order.
+        text = json.dumps(schema if schema is not None else engine_json_schema())
+        grammar = self._grammars.get(text)
+        if grammar is None:
+            # The grammar vLLM builds with disable_any_whitespace: compact separators.
+            grammar = self._compiler.compile_json_schema(
+                text, any_whitespace=False, separators=(",", ":")
+            )
+            self._grammars[text] = grammar
+        return grammar
+
     def _generate_batch(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         import torch
         from peft import PeftModel
@@ -294,7 +305,9 @@ class TransformersEngine:
             "max_new_tokens": max_new,
             "pad_token_id": pad,
             "eos_token_id": self._stop_ids,
-            "logits_processor": [LogitsProcessor([self._grammar] * len(requests))],
+            "logits_processor": [
+                LogitsProcessor([self._grammar_for(r.json_schema) for r in requests])
+            ],
             "top_k": None,
             "top_p": None,
             "repetition_penalty": requests[0].repetition_penalty,

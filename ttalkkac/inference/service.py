@@ -2,8 +2,10 @@
 
 Per request: meeting -> prompt text -> token count -> chunks when the prompt and the answer do not
 fit the engine's context -> one generation per chunk (concurrently; the engine batches them) ->
-``ProjectPlan.model_validate_json`` -> on failure one retry with another seed -> merge of the chunk
-plans (``ttalkkac.plan.merge_plans``). A plan that never validates is ``GenerationInvalid`` (502)
+``ProjectPlan.model_validate_json`` -> on failure one retry with another seed (an answer cut off at
+``max_tokens`` is retried under the compact plan schema, which cannot be cut off:
+``ttalkkac.inference.schema.compact_json_schema``) -> merge of the chunk plans
+(``ttalkkac.plan.merge_plans``). A plan that never validates is ``GenerationInvalid`` (502)
 with what failed; an unvalidated plan is never returned.
 
 Admission is bounded: past ``max_waiting_requests`` requests inside the generator, new ones get
@@ -13,10 +15,13 @@ without bound.
 The engine is held behind one attribute and leased per request, so ``swap_engine`` can replace it
 atomically (merged serving, ``ttalkkac.inference.switcher``): new requests go to the new engine,
 requests already leased finish on the old one, which is stopped once its last lease is returned.
-An engine whose weights have an adapter merged in (``engine.merged_adapter``) serves that adapter
-without LoRA; any other adapter, and the base model, through the LoRA relative to the merged
-weights (``ttalkkac.inference.merge.relative_adapter``), so every answer comes from the weights
-the request asked for, whichever engine it lands on.
+
+Merged serving routes by adapter: an engine whose weights have an adapter merged in
+(``engine.merged_adapter``) runs without LoRA and serves exactly that adapter (or, on the base
+weights, the base model). Any other adapter, and the base model while an adapter is merged, go to
+the LoRA engine: the base weights with per-request LoRA, started on the first such request (when
+configured; else ``Conflict``). It serves base + adapter whatever is merged, so a switch leaves it
+alone.
 """
 
 from __future__ import annotations
@@ -26,10 +31,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -42,6 +46,7 @@ from ttalkkac.errors import (
     PayloadTooLarge,
 )
 from ttalkkac.inference.base import AdapterRef, Engine, EngineRequest, EngineResult
+from ttalkkac.inference.schema import compact_json_schema
 from ttalkkac.meetings import CHUNK_CHARS, CHUNK_OVERLAP, Utterance, chunk_text, meeting_text
 from ttalkkac.plan import ProjectPlan, merge_plans
 from ttalkkac.prompts import render_prompt
@@ -87,8 +92,15 @@ class PlanGenerator:
         default_temperature: float = 0.2,
         repetition_penalty: float = 1.0,
         warmup: bool = True,
+        build_lora_engine: Callable[[], Engine] | None = None,
     ) -> None:
         self._engine = engine
+        # Merged serving: builds the engine for requests the merged weights do not serve.
+        self._build_lora_engine = build_lora_engine
+        self._lora_engine: Engine | None = None
+        self._lora_engine_lock = asyncio.Lock()
+        self.lora_engine_error: str | None = None
+        self._lora_stop_task: asyncio.Task[None] | None = None
         self.max_waiting_requests = max_waiting_requests
         self.max_meeting_chars = max_meeting_chars
         self.default_max_tokens = default_max_tokens
@@ -105,9 +117,16 @@ class PlanGenerator:
         self._restart_task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_settings(cls, engine: Engine, settings: Any) -> PlanGenerator:
+    def from_settings(
+        cls,
+        engine: Engine,
+        settings: Any,
+        *,
+        build_lora_engine: Callable[[], Engine] | None = None,
+    ) -> PlanGenerator:
         return cls(
             engine,
+            build_lora_engine=build_lora_engine,
             max_waiting_requests=settings.max_waiting_requests,
             max_meeting_chars=settings.max_meeting_chars,
             default_max_tokens=settings.default_max_tokens,
@@ -173,7 +192,28 @@ class PlanGenerator:
 
     async def stop(self) -> None:
         self.state = "stopped"
+        lora_engine, self._lora_engine = self._lora_engine, None
+        if lora_engine is not None:
+            await lora_engine.stop()
         await self._engine.stop()
+
+    @property
+    def lora_engine(self) -> Engine | None:
+        return self._lora_engine
+
+    def lora_engine_status(self) -> str | None:
+        """Merged serving's LoRA engine: off | not started | starting | ready | failed: why."""
+        if self._build_lora_engine is None:
+            return None if self._engine.enable_lora else "off"  # lora mode: the engine itself
+        if self._lora_engine is None:
+            return f"failed: {self.lora_engine_error}" if self.lora_engine_error else "not started"
+        return "ready" if self._lora_engine.ready else "starting"
+
+    def loaded_adapters(self) -> list[str]:
+        names = self._engine.loaded_adapters()
+        if self._lora_engine is not None:
+            names += [n for n in self._lora_engine.loaded_adapters() if n not in names]
+        return names
 
     async def swap_engine(self, new: Engine, *, warmup: bool | None = None) -> None:
         """Start ``new``, route new requests to it, stop the old one once its requests finish.
@@ -194,12 +234,20 @@ class PlanGenerator:
         await old.stop()
 
     @asynccontextmanager
-    async def _lease(self) -> AsyncIterator[Engine]:
-        engine = self._engine
+    async def _lease(
+        self, adapter: AdapterRef | None
+    ) -> AsyncIterator[tuple[Engine, AdapterRef | None]]:
+        """The engine that serves ``adapter`` exactly, and what it must apply (None: nothing)."""
+        engine, served = self._engine, adapter  # taken before any await: a swap cannot stop it
+        merged = engine.merged_adapter
+        if _key(adapter) == _key(merged):
+            served = None  # the weights are what was asked for
+        elif merged is not None or not engine.enable_lora:
+            engine = await self._ensure_lora_engine(adapter, merged)
         key = id(engine)
         self._leases[key] = self._leases.get(key, 0) + 1
         try:
-            yield engine
+            yield engine, served
         finally:
             self._leases[key] -= 1
             if not self._leases[key]:
@@ -257,14 +305,14 @@ class PlanGenerator:
         started = time.perf_counter()
         engine = self._engine
         try:
-            async with self._lease() as engine:
+            async with self._lease(adapter) as (engine, served):
                 chunks = await self._split(engine, text, max_tokens)
                 outcomes = await asyncio.gather(
                     *(
                         self._generate_chunk(
                             engine,
                             chunk,
-                            adapter=adapter,
+                            adapter=served,
                             max_tokens=max_tokens,
                             temperature=temperature,
                             seed=seed + 1000 * i,
@@ -309,7 +357,16 @@ class PlanGenerator:
         )
 
     def _schedule_restart(self, engine: Engine) -> None:
-        """A dead engine (its process crashed) is restarted in the background, once."""
+        """A dead engine (its process crashed) is restarted in the background, once.
+
+        A dead LoRA engine is dropped instead: the next request that needs it starts a new one.
+        """
+        if engine is self._lora_engine:
+            logger.error("the LoRA engine died; the next request for it starts a new one")
+            self._lora_engine = None
+            self.lora_engine_error = "the LoRA engine died"
+            self._lora_stop_task = asyncio.create_task(engine.stop())
+            return
         if engine is not self._engine or self.state != "ready":
             return
         if self._restart_task is not None and not self._restart_task.done():
@@ -373,10 +430,10 @@ class PlanGenerator:
     ) -> _ChunkOutcome:
         prompt = render_prompt(engine.tokenizer, text)
         ids = engine.tokenizer.encode(prompt, add_special_tokens=False)
-        served = await self._engine_adapter(engine, adapter)
         outcome = _ChunkOutcome(plan=None)  # type: ignore[arg-type]
         failures: list[dict[str, Any]] = []
         attempts = [(seed, temperature), (seed + 1, max(temperature, RETRY_MIN_TEMPERATURE))]
+        schema: dict[str, Any] | None = None  # the plan schema
         for attempt, (attempt_seed, attempt_temperature) in enumerate(attempts, start=1):
             result = await engine.generate(
                 EngineRequest(
@@ -385,9 +442,10 @@ class PlanGenerator:
                     max_tokens=max_tokens,
                     temperature=attempt_temperature,
                     seed=attempt_seed,
-                    adapter=served,
+                    adapter=adapter,
                     request_id=f"{request_id}-a{attempt}",
                     repetition_penalty=self.repetition_penalty,
+                    json_schema=schema,
                 )
             )
             outcome.prompt_tokens += result.prompt_tokens
@@ -406,13 +464,22 @@ class PlanGenerator:
                     result.completion_tokens,
                     failures[-1]["error"],
                 )
+                if result.finish_reason == "length":
+                    # Cut off (a model looping inside a string, or a small budget): retry
+                    # with the plan schema shrunk until no answer can be cut off.
+                    schema = compact_json_schema(max_tokens)
                 continue
             outcome.retries = len(failures)
             if failures:
                 where = f"{label}: " if label else ""
+                how = (
+                    "a compact plan (fewer items, shorter texts) that fits max_tokens"
+                    if schema is not None
+                    else f"seed {attempt_seed}"
+                )
                 outcome.warnings.append(
                     f"{where}the first answer did not validate ({failures[0]['error']}); "
-                    f"retried with seed {attempt_seed}"
+                    f"retried with {how}"
                 )
             return outcome
         where = f" ({label})" if label else ""
@@ -422,25 +489,48 @@ class PlanGenerator:
             detail={"attempts": failures},
         )
 
-    async def _engine_adapter(
-        self, engine: Engine, adapter: AdapterRef | None
-    ) -> AdapterRef | None:
-        """What the engine must apply to serve ``adapter`` (None: the base model) exactly."""
-        merged = getattr(engine, "merged_adapter", None)
-        if merged is None:
-            return adapter
-        if adapter is not None and adapter.key == merged.key:
-            return None  # already in the weights
-        if not getattr(engine, "enable_lora", True):
+    async def _ensure_lora_engine(
+        self, adapter: AdapterRef | None, merged: AdapterRef | None
+    ) -> Engine:
+        """The LoRA engine, started (and warmed up) by the first request that needs it."""
+        if self._build_lora_engine is None:
             asked = f"adapter {adapter.name!r}" if adapter else "the base model"
+            serving = f"the active adapter {merged.name!r}" if merged else "the base model"
             raise Conflict(
-                f"{asked} is not served here: this service serves only the active adapter "
-                f"{merged.name!r}, merged into the weights (SERVING_MODE=merged with "
-                "ENABLE_LORA=false); activate it, or enable ENABLE_LORA"
+                f"{asked} is not served here: this service serves only {serving}, merged into "
+                "the weights, with ENABLE_LORA=false (SERVING_MODE=merged); activate it, or "
+                "enable ENABLE_LORA"
             )
-        from ttalkkac.inference.merge import relative_adapter
+        engine = self._lora_engine
+        if engine is not None and engine.ready:
+            return engine
+        async with self._lora_engine_lock:
+            if self._lora_engine is not None and self._lora_engine.ready:
+                return self._lora_engine
+            if self.state == "stopped":
+                raise EngineUnavailable("the service is stopping")
+            logger.info("starting the LoRA engine (base weights) for adapters not merged")
+            engine = self._lora_engine = self._build_lora_engine()
+            try:
+                await engine.start()
+                if self.warmup_enabled:
+                    await self.warmup(engine)
+            except Exception as exc:
+                self._lora_engine = None
+                self.lora_engine_error = f"{type(exc).__name__}: {exc}"
+                logger.exception("the LoRA engine failed to start")
+                await engine.stop()
+                raise EngineUnavailable(
+                    f"the LoRA engine (for adapters other than the merged one) failed to "
+                    f"start: {self.lora_engine_error}",
+                    retry_after_s=30,
+                ) from exc
+            self.lora_engine_error = None
+            return engine
 
-        return await asyncio.to_thread(relative_adapter, adapter, merged, Path(engine.weights))
+
+def _key(adapter: AdapterRef | None) -> tuple[str, str, str] | None:
+    return None if adapter is None else adapter.key
 
 
 def _count_all(tokenizer: Any, texts: list[str]) -> list[int]:

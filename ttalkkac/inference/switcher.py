@@ -6,8 +6,8 @@
   ``watch``, which polls the registry so that activations made through another API replica
   are picked up too): the new merged folder is built in a thread, a new engine is
   started beside the serving one and swapped in atomically (``PlanGenerator.swap_engine``).
-  Requests keep flowing on the old engine meanwhile, and they are correct there: an adapter that
-  is not the merged one is applied relative to the merged weights.
+  Requests keep flowing on the old engine meanwhile; those for an adapter that is not the merged
+  one go to the generator's LoRA engine (base weights), which a switch does not touch.
 - Switches are coalesced: activating A then B while A's engine is still starting ends on B.
   A failed switch keeps the serving engine, is reported in ``status()``, and is not retried by
   ``watch`` for the same adapter files (an explicit activation retries it).
@@ -92,7 +92,7 @@ class AdapterSwitcher:
         """Give the (not yet started) generator an engine on the active adapter's merged weights.
 
         A failure (the adapter's files unreadable, the merge failing) is logged and reported;
-        the service then starts on the base weights, where every adapter is still servable.
+        the service then starts on the base weights (other adapters through the LoRA engine).
         """
         self.generator.state = "preparing"
         if self._prepare_base is not None:

@@ -42,6 +42,7 @@ class VllmEngine:
         cpu_kvcache_space_gb: int = 1,
         dtype: str = "auto",
         max_num_seqs: int | None = None,
+        enforce_eager: bool = False,
         prepare: Callable[[], object] | None = None,
         weights: str | None = None,
         merged_adapter: AdapterRef | None = None,
@@ -59,6 +60,7 @@ class VllmEngine:
         self.cpu_kvcache_space_gb = cpu_kvcache_space_gb
         self.dtype = dtype
         self.max_num_seqs = max_num_seqs
+        self.enforce_eager = enforce_eager
         self.tokenizer: Any = None
         self._prepare = prepare  # builds the base model's folder when it is the demo model
         self._llm: Any = None
@@ -124,6 +126,8 @@ class VllmEngine:
         }
         if self.max_num_seqs:
             kwargs["max_num_seqs"] = self.max_num_seqs
+        if self.enforce_eager:
+            kwargs["enforce_eager"] = True
         if self.enable_lora:
             kwargs |= {
                 "enable_lora": True,
@@ -207,7 +211,7 @@ class VllmEngine:
             repetition_penalty=request.repetition_penalty,
             seed=None if self._on_cpu else request.seed,
             output_kind=RequestOutputKind.FINAL_ONLY,
-            structured_outputs=StructuredOutputsParams(json=self._schema),
+            structured_outputs=StructuredOutputsParams(json=request.json_schema or self._schema),
         )
         prompt = tokens_input(request.prompt_ids, prompt=request.prompt_text)
         request_id = request.request_id or f"gen-{time.monotonic_ns()}"

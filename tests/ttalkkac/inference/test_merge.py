@@ -1,21 +1,14 @@
-"""Merged weights, and adapters relative to them: the same model as base + adapter, exactly."""
+"""Merged weights: the same model as base + adapter, exactly; cached and rebuilt on change."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 from ttalkkac.adapters import ref_from_dir
-from ttalkkac.errors import InvalidInput
-from ttalkkac.inference.merge import (
-    ensure_merged,
-    merged_dir_for,
-    read_stamp,
-    relative_adapter,
-)
+from ttalkkac.inference.merge import ensure_merged, merged_dir_for, read_stamp
 
 TEXT = "[00:01] Speaker_A: 다음 주까지 시장 조사를 마치겠습니다."
 
@@ -75,40 +68,3 @@ def test_merged_folder_is_reused_and_rebuilt_when_the_adapter_changes(
     assert next(out.glob("*.safetensors")).stat().st_mtime_ns != built
     assert close(logits(out, out), logits(terse_model_dir, terse_model_dir, adapters[1]))
     assert not [p for p in out.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
-
-
-def test_relative_adapters_serve_other_adapters_and_the_base_exactly(
-    terse_model_dir: Path, adapters: list[Path]
-) -> None:
-    a, b = ref_from_dir(adapters[0], name="a"), ref_from_dir(adapters[1], name="b")
-    merged = ensure_merged(str(terse_model_dir), a)
-
-    b_on_merged = relative_adapter(b, a, merged)
-    assert b_on_merged.name == "b" and b_on_merged.rank == a.rank + b.rank == 16
-    config = json.loads((b_on_merged.path / "adapter_config.json").read_text())
-    assert config["r"] == config["lora_alpha"] == 16
-    assert close(
-        logits(merged, merged, b_on_merged.path),
-        logits(terse_model_dir, terse_model_dir, adapters[1]),
-    )
-
-    base_on_merged = relative_adapter(None, a, merged)
-    assert base_on_merged.name == "base" and base_on_merged.rank == a.rank
-    assert close(
-        logits(merged, merged, base_on_merged.path), logits(terse_model_dir, terse_model_dir)
-    )
-    # Built once per pair, inside the merged folder (removed with it).
-    assert relative_adapter(b, a, merged).path == b_on_merged.path
-    assert b_on_merged.path.is_relative_to(merged)
-
-
-def test_relative_adapter_refuses_what_it_cannot_represent(
-    terse_model_dir: Path, adapters: list[Path]
-) -> None:
-    a, b = ref_from_dir(adapters[0], name="a"), ref_from_dir(adapters[1], name="b")
-    merged = ensure_merged(str(terse_model_dir), a)
-    config_file = adapters[1] / "adapter_config.json"
-    config = json.loads(config_file.read_text())
-    config_file.write_text(json.dumps(config | {"use_dora": True}))
-    with pytest.raises(InvalidInput, match=r"use_dora.*SERVING_MODE=lora"):
-        relative_adapter(b, a, merged)

@@ -1,4 +1,5 @@
-"""The plan schema as handed to xgrammar: bounded repetitions split, same language."""
+"""The plan schema as handed to xgrammar: bounded repetitions split, same language; the compact
+plan for retries, whose longest answer fits the token budget."""
 
 from __future__ import annotations
 
@@ -6,8 +7,15 @@ import json
 
 import pytest
 
-from ttalkkac.inference.schema import engine_json_schema, split_repetition
-from ttalkkac.plan import LONG_CHARS, NAME_CHARS, SHORT_CHARS
+from ttalkkac.inference.schema import (
+    COMPACT_ITEMS,
+    RESERVED_TOKENS,
+    compact_json_schema,
+    compact_limits,
+    engine_json_schema,
+    split_repetition,
+)
+from ttalkkac.plan import LONG_CHARS, NAME_CHARS, SHORT_CHARS, ProjectPlan
 
 C = r"[^\x00-\x1f]"
 
@@ -70,3 +78,36 @@ def test_xgrammar_compiles_it_and_keeps_the_bounds(grammar) -> None:
     assert not accepts(grammar, plan_text(idea_description="d" * (LONG_CHARS + 1)))
     assert not accepts(grammar, plan_text(core_idea=""))
     assert not accepts(grammar, plan_text(core_idea="a\u0001b"))
+
+
+def longest_compact_answer(max_tokens: int, char: str) -> str:
+    """The longest answer the compact schema allows: every list full, every string full."""
+    limits = compact_limits(max_tokens)
+    plan = {
+        name: [char * limit] * COMPACT_ITEMS[name] if name in COMPACT_ITEMS else char * limit
+        for name, limit in limits.items()
+    }
+    return json.dumps(plan, ensure_ascii=False, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("max_tokens", [700, 1024, 2048, 8192])
+def test_the_longest_compact_answer_fits_the_budget(tiny_tokenizer, max_tokens: int) -> None:
+    import xgrammar as xgr
+
+    info = xgr.TokenizerInfo.from_huggingface(tiny_tokenizer, vocab_size=len(tiny_tokenizer))
+    grammar = xgr.GrammarCompiler(info).compile_json_schema(
+        json.dumps(compact_json_schema(max_tokens)), any_whitespace=False, separators=(",", ":")
+    )
+    # A 4-byte character in every position: the most bytes, so the most tokens, possible.
+    longest = longest_compact_answer(max_tokens, "😀")
+    assert accepts(grammar, longest)
+    assert len(longest.encode()) <= max_tokens - RESERVED_TOKENS  # a token is >= 1 byte
+    ProjectPlan.model_validate_json(longest)  # within the plan's own bounds
+    limits = compact_limits(max_tokens)
+    one_more = json.loads(longest) | {"project_name": "😀" * (limits["project_name"] + 1)}
+    assert not accepts(grammar, json.dumps(one_more, ensure_ascii=False, separators=(",", ":")))
+
+
+def test_no_compact_plan_below_a_useful_size() -> None:
+    assert compact_json_schema(256) is None and compact_limits(256) is None
+    assert compact_limits(2048)["idea_description"] >= 80  # the service default budget

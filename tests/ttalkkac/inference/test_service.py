@@ -83,6 +83,26 @@ def test_invalid_answer_is_retried_once_with_another_seed(engine) -> None:
     assert any("retried with seed 12" in w for w in result.warnings)
 
 
+def test_answer_cut_off_at_max_tokens_is_retried_as_a_compact_plan(tiny_model_dir: Path) -> None:
+    """The random (not terse) tiny model fills every string to its bound: the worst case."""
+    engine = TransformersEngine(str(tiny_model_dir), max_model_len=2048, dtype="float32")
+
+    async def scenario():
+        gen = PlanGenerator(engine, warmup=False)
+        await gen.start()
+        try:
+            return await gen.generate(MEETING, max_tokens=700, temperature=0, seed=3)
+        finally:
+            await gen.stop()
+
+    result = asyncio.run(scenario())
+    assert isinstance(result.plan, ProjectPlan) and result.retries == 1
+    assert "cut off at max_tokens (700 tokens)" in result.warnings[0]
+    assert "compact plan" in result.warnings[0]
+    assert result.usage["completion_tokens"] > 700  # the cut answer, then the compact one
+    assert len(result.plan.core_objectives) <= 2 and len(result.plan.execution_plan) <= 3
+
+
 def test_two_invalid_answers_are_generation_invalid(engine) -> None:
     gen = generator(engine)
     with pytest.raises(GenerationInvalid) as info:

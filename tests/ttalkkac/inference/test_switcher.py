@@ -1,7 +1,8 @@
 """Merged serving's switch, on the real transformers engine (tiny model, two adapters).
 
 What a user relies on: every request answered during a switch, each with the weights it asked
-for; the switch ends on the adapter activated last; a failed switch keeps the old engine.
+for (the merged adapter on the merged engine, any other on the LoRA engine, which a switch leaves
+alone); the switch ends on the adapter activated last; a failed switch keeps the old engine.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ttalkkac.adapters import ref_from_dir
-from ttalkkac.errors import Conflict
+from ttalkkac.errors import Conflict, EngineUnavailable
 from ttalkkac.inference.base import AdapterRef
 from ttalkkac.inference.hf_engine import TransformersEngine
 from ttalkkac.inference.service import PlanGenerator
@@ -33,18 +34,30 @@ def refs(tiny_adapters: list[Path], tmp_path: Path) -> list[AdapterRef]:
     ]
 
 
-def make_switcher(base: Path, active: list[AdapterRef | None], **options) -> AdapterSwitcher:
+def make_switcher(
+    base: Path, active: list[AdapterRef | None], *, lora_base: Path | None = None, lora=True
+) -> AdapterSwitcher:
+    """Merged engines on ``base``; the LoRA engine on ``lora_base`` (default ``base``)."""
+
     def build(weights: str | None, adapter: AdapterRef | None) -> TransformersEngine:
         return TransformersEngine(
             str(base),
             weights=weights,
             merged_adapter=adapter,
+            enable_lora=False,
             max_model_len=2048,
             dtype="float32",
-            **options,
         )
 
-    generator = PlanGenerator(build(None, None), default_max_tokens=256, warmup=True)
+    def build_lora() -> TransformersEngine:
+        return TransformersEngine(str(lora_base or base), max_model_len=2048, dtype="float32")
+
+    generator = PlanGenerator(
+        build(None, None),
+        default_max_tokens=256,
+        warmup=True,
+        build_lora_engine=build_lora if lora else None,
+    )
     return AdapterSwitcher(
         generator, base_model=str(base), build_engine=build, read_active=lambda: active[0]
     )
@@ -81,6 +94,7 @@ def test_switch_under_load_answers_every_request_with_its_adapter(
 
         clients = [asyncio.create_task(client(i)) for i in range(4)]
         await _until(lambda: len(done) >= 4)
+        lora_engine = generator.lora_engine
         active[0] = b
         switcher.request(b)
         before_switch = len(done)
@@ -89,18 +103,20 @@ def test_switch_under_load_answers_every_request_with_its_adapter(
         await _until(lambda: len(done) >= before_switch + during + 4)  # some on the new one
         stop.set()
         await asyncio.gather(*clients)
-        # Greedy answers from each route to B's weights: merged (new engine) and relative to
-        # A's merged weights (a fresh engine like the first one).
+        assert generator.lora_engine is lora_engine  # the switch left it alone
+        # Greedy answers from each route to B's weights: merged (the new engine) and base + LoRA
+        # (the LoRA engine of a service with A merged).
         on_b = await generator.generate(MEETING, adapter=b, temperature=0)
         old_like = make_switcher(terse_model_dir, [a])
         await old_like.prepare()
         await old_like.generator.start()
-        b_relative = await old_like.generator.generate(MEETING, adapter=b, temperature=0)
+        b_lora = await old_like.generator.generate(MEETING, adapter=b, temperature=0)
+        assert old_like.generator.lora_engine_status() == "ready"
         await old_like.generator.stop()
         await generator.stop()
-        return first_engine, done, during, on_b, b_relative
+        return first_engine, lora_engine, done, during, on_b, b_lora
 
-    first_engine, done, during, on_b, b_relative = asyncio.run(scenario())
+    first_engine, lora_engine, done, during, on_b, b_lora = asyncio.run(scenario())
     assert during > 0, "no request ran while the engine was switching"
     for adapter, result in done:
         assert isinstance(result.plan, ProjectPlan)
@@ -108,8 +124,10 @@ def test_switch_under_load_answers_every_request_with_its_adapter(
     assert switcher.merged_adapter == b and switcher.switching_to is None
     assert switcher.switches == 1 and switcher.last_switch_s > 0 and switcher.error is None
     assert not first_engine.ready  # stopped once its last request finished
-    assert {"a", "b", "base"} <= set(first_engine.loaded_adapters())
-    assert on_b.plan == b_relative.plan  # same weights, whichever way they are reached
+    assert first_engine.loaded_adapters() == ["a"]  # merged, and nothing else applied on it
+    assert {"a", "b"} <= set(lora_engine.loaded_adapters())  # b before the switch, a after
+    assert not lora_engine.ready  # stopped with the generator
+    assert on_b.plan == b_lora.plan  # same weights, whichever way they are reached
 
 
 def test_watch_follows_the_registry_and_coalesces(
@@ -164,7 +182,7 @@ def test_merged_without_lora_refuses_other_adapters(
     terse_model_dir: Path, refs: list[AdapterRef]
 ) -> None:
     a, b = refs
-    switcher = make_switcher(terse_model_dir, [a], enable_lora=False)
+    switcher = make_switcher(terse_model_dir, [a], lora=False)
 
     async def scenario():
         await switcher.prepare()
@@ -180,3 +198,27 @@ def test_merged_without_lora_refuses_other_adapters(
         return ok
 
     assert asyncio.run(scenario()).adapter == "a"
+
+
+def test_lora_engine_failure_is_reported_and_the_merged_engine_keeps_serving(
+    terse_model_dir: Path, refs: list[AdapterRef], tmp_path: Path
+) -> None:
+    a, b = refs
+    switcher = make_switcher(terse_model_dir, [a], lora_base=tmp_path / "no-such-model")
+    generator = switcher.generator
+
+    async def scenario():
+        await switcher.prepare()
+        await generator.start()
+        try:
+            with pytest.raises(EngineUnavailable, match=r"LoRA engine .* failed to start"):
+                await generator.generate(MEETING, adapter=b)
+            status = generator.lora_engine_status()
+            ok = await generator.generate(MEETING, adapter=a)
+        finally:
+            await generator.stop()
+        return status, ok
+
+    status, ok = asyncio.run(scenario())
+    assert status.startswith("failed: ") and generator.lora_engine is None
+    assert ok.adapter == "a" and isinstance(ok.plan, ProjectPlan)
