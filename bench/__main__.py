@@ -48,6 +48,10 @@ SeqLen = Annotated[
 Variants = Annotated[str, typer.Option(help="Training variants, comma-separated.")]
 Engines = Annotated[str, typer.Option(help="Generation engines, comma-separated.")]
 Concurrency = Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")]
+MaxTokens = Annotated[
+    int | None,
+    typer.Option(help="Answer budget of our engines. Default: the service's DEFAULT_MAX_TOKENS."),
+]
 Adapter = Annotated[
     Path | None,
     typer.Option(
@@ -106,6 +110,7 @@ def generation(
     engines: Engines = "vllm_merged,vllm,transformers,guide",
     concurrency: Concurrency = "1,4,16,64",
     adapter: Adapter = None,
+    max_tokens: MaxTokens = None,
 ) -> None:
     """Latency, throughput and valid share: vLLM vs transformers vs the guide's inference."""
     _run(
@@ -117,6 +122,7 @@ def generation(
         engines=engines,
         concurrency=concurrency,
         adapter=adapter,
+        max_tokens=max_tokens,
     )
 
 
@@ -131,6 +137,7 @@ def all_(
     engines: Engines = "vllm_merged,vllm,transformers,guide",
     concurrency: Concurrency = "1,4,16,64",
     adapter: Adapter = None,
+    max_tokens: MaxTokens = None,
 ) -> None:
     """Training, then generation with the adapter our trainer just wrote."""
     _run(
@@ -145,6 +152,7 @@ def all_(
         engines=engines,
         concurrency=concurrency,
         adapter=adapter,
+        max_tokens=max_tokens,
     )
 
 
@@ -161,6 +169,7 @@ def _run(
     engines: str = "",
     concurrency: str = "",
     adapter: Path | None = None,
+    max_tokens: int | None = None,
 ) -> None:
     from bench import env, report
 
@@ -206,6 +215,7 @@ def _run(
                 adapter=adapter,
                 adapter_source=adapter_source,
                 smoke=smoke,
+                max_tokens=max_tokens,
             )
     finally:
         shutil.rmtree(keep.parent, ignore_errors=True)

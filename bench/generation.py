@@ -550,6 +550,7 @@ def run_generation_bench(
     adapter: Path | None,
     smoke: bool,
     adapter_source: str = "",
+    max_tokens: int | None = None,
 ) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
@@ -566,8 +567,9 @@ def run_generation_bench(
         str(c): (2 if smoke else 5) if c == 1 else max(c, 2 if smoke else 8)
         for c in sorted({1, *concurrency})
     }
-    # The service's answer budget (DEFAULT_MAX_TOKENS): what a /generate caller gets.
-    max_tokens = 64 if smoke else service_settings({"max_tokens": None}).default_max_tokens
+    # Default: the service's answer budget (DEFAULT_MAX_TOKENS), what a /generate caller gets.
+    if max_tokens is None:
+        max_tokens = 64 if smoke else service_settings({"max_tokens": None}).default_max_tokens
     with tempfile.TemporaryDirectory(prefix="bench-gen-") as tmp:
         tmp_dir = Path(tmp)
         if adapter is None:
