@@ -70,9 +70,10 @@ def build_engine(
 ) -> Engine:
     """An engine (not started) for ``base_model`` (default: ``default_base_model``).
 
-    ``mode="merged"``: an engine of the merged serving mode, without LoRA (vLLM-CPU's LoRA layers
-    slow every request, adapter or not); ``weights`` are loaded instead of the base model's (the
-    folder with ``merged_adapter`` folded in; None: the base weights).
+    ``mode="merged"``: an engine of the merged serving mode, without LoRA (vLLM's CPU build
+    compiles no engine with LoRA enabled, and its LoRA layers slow every request); ``weights``
+    are loaded instead of the base model's (the folder with ``merged_adapter`` folded in; None:
+    the base weights).
     """
     base, prepare = (base_model, None) if base_model else default_base_model(settings)
     kind = kind or settings.serving_engine
