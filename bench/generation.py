@@ -197,9 +197,11 @@ async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"engine": kind, "dtype": cfg["dtype"]}
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
     try:
-        # A private copy: merged mode writes its merged folder next to the adapter.
+        # A private copy: merged mode writes its merged folder next to the adapter. It lives in
+        # a data folder's models/, so that the API-overhead app serves this very adapter.
+        data_dir = tmp / "data"
         adapter = ref_from_dir(
-            shutil.copytree(cfg["adapter"], tmp / ADAPTER_NAME),
+            shutil.copytree(cfg["adapter"], data_dir / "models" / ADAPTER_NAME),
             name=ADAPTER_NAME,
             base_model=cfg["model"],
         )
@@ -275,7 +277,7 @@ async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
         out["levels"] = levels
         if cfg.get("api_overhead"):
             out["api_overhead"] = await api_overhead(
-                generator, meetings[0], cfg["adapter"], requests=cfg["api_overhead"]
+                generator, meetings[0], data_dir, requests=cfg["api_overhead"]
             )
         await generator.stop()
     finally:
@@ -388,7 +390,7 @@ def _free_port() -> int:
 
 
 async def api_overhead(
-    generator: Any, meeting: Meeting, adapter_dir: str, *, requests: int
+    generator: Any, meeting: Meeting, data_dir: Path, *, requests: int
 ) -> dict[str, Any]:
     """``POST /generate`` through uvicorn against the same generator called directly.
 
@@ -405,75 +407,71 @@ async def api_overhead(
     from ttalkkac.store import crud
     from ttalkkac.store.db import Database
 
-    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
-        settings = Settings(data_dir=Path(tmp) / "data", warmup=False, log_level="WARNING")
-        settings.ensure_dirs()
-        managed = settings.models_dir / ADAPTER_NAME
-        shutil.copytree(adapter_dir, managed)
-        db = Database(settings.resolved_database_url)
-        db.create_all()
-        config = json.loads((managed / "adapter_config.json").read_text())
-        with db.session() as session:
-            crud.create_adapter(
-                session,
-                name=ADAPTER_NAME,
-                base_model=generator.engine.base_model,
-                path=str(managed),
-                rank=int(config.get("r", 16)),
-            )
-        db.dispose()
-        timed = _TimedGenerator(generator)
-        app = create_app(settings)
-        app.state.generator = timed
-        port = _free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    # The app manages the engine's own data folder: the adapter it registers is the very folder
+    # the engine serves (a copy would be another adapter to a merged engine: 409).
+    settings = Settings(data_dir=data_dir, warmup=False, log_level="WARNING")
+    settings.ensure_dirs()
+    managed = settings.models_dir / ADAPTER_NAME
+    db = Database(settings.resolved_database_url)
+    db.create_all()
+    config = json.loads((managed / "adapter_config.json").read_text())
+    with db.session() as session:
+        crud.create_adapter(
+            session,
+            name=ADAPTER_NAME,
+            base_model=generator.engine.base_model,
+            path=str(managed),
+            rank=int(config.get("r", 16)),
         )
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.05)
-        body = {
-            "meeting": meeting.text,
-            "adapter": ADAPTER_NAME,
-            "temperature": 0.0,
-            "max_tokens": OVERHEAD_MAX_TOKENS,
-        }
-        http: list[float] = []
-        direct: list[float] = []
-        statuses: dict[int, int] = {}
-        try:
-            async with httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{port}", timeout=600
-            ) as client:
-                from ttalkkac.adapters import ref_from_dir
+    db.dispose()
+    timed = _TimedGenerator(generator)
+    app = create_app(settings)
+    app.state.generator = timed
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    body = {
+        "meeting": meeting.text,
+        "adapter": ADAPTER_NAME,
+        "temperature": 0.0,
+        "max_tokens": OVERHEAD_MAX_TOKENS,
+    }
+    http: list[float] = []
+    direct: list[float] = []
+    statuses: dict[int, int] = {}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
+            from ttalkkac.adapters import ref_from_dir
 
-                ref = ref_from_dir(
-                    managed, name=ADAPTER_NAME, base_model=generator.engine.base_model
-                )
-                # An answer that does not validate (502) crossed the same layers: it counts.
-                for i in range(requests):
-                    inside = len(timed.inside_s)
-                    started = time.perf_counter()
-                    response = await client.post("/generate", json=body | {"seed": i})
-                    rtt = time.perf_counter() - started
-                    statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-                    if len(timed.inside_s) > inside:
-                        http.append(rtt - timed.inside_s[-1])
-                    inside = len(timed.inside_s)
-                    started = time.perf_counter()
-                    with contextlib.suppress(Exception):
-                        await timed.generate(
-                            meeting.text,
-                            adapter=ref,
-                            temperature=0.0,
-                            seed=i,
-                            max_tokens=OVERHEAD_MAX_TOKENS,
-                        )
-                    if len(timed.inside_s) > inside:
-                        direct.append(time.perf_counter() - started - timed.inside_s[-1])
-        finally:
-            server.should_exit = True
-            await task
+            ref = ref_from_dir(managed, name=ADAPTER_NAME, base_model=generator.engine.base_model)
+            # An answer that does not validate (502) crossed the same layers: it counts.
+            for i in range(requests):
+                inside = len(timed.inside_s)
+                started = time.perf_counter()
+                response = await client.post("/generate", json=body | {"seed": i})
+                rtt = time.perf_counter() - started
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                if len(timed.inside_s) > inside:
+                    http.append(rtt - timed.inside_s[-1])
+                inside = len(timed.inside_s)
+                started = time.perf_counter()
+                with contextlib.suppress(Exception):
+                    await timed.generate(
+                        meeting.text,
+                        adapter=ref,
+                        temperature=0.0,
+                        seed=i,
+                        max_tokens=OVERHEAD_MAX_TOKENS,
+                    )
+                if len(timed.inside_s) > inside:
+                    direct.append(time.perf_counter() - started - timed.inside_s[-1])
+    finally:
+        server.should_exit = True
+        await task
     return {
         "requests": requests,
         "http_statuses": statuses,

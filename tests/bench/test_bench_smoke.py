@@ -111,4 +111,6 @@ def test_markdown_tables(smoke_result: dict) -> None:
 def test_api_overhead_measured(smoke_result: dict) -> None:
     api = smoke_result["generation"]["engines"]["transformers"]["api_overhead"]
     assert api["requests"] >= 1
+    # Generated (200) or generated and invalid (502): never refused before the engine.
+    assert {str(status) for status in api["http_statuses"]} <= {"200", "502"}, api
     assert _number(api["http_overhead_ms_p50"]) and _number(api["direct_overhead_ms_p50"])
