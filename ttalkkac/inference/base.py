@@ -35,6 +35,11 @@ class AdapterRef:
         return (self.name, str(self.path), self.fingerprint)
 
 
+def adapter_key(adapter: AdapterRef | None) -> tuple[str, str, str] | None:
+    """What identifies the weights asked for: an adapter's key, None for the base model."""
+    return None if adapter is None else adapter.key
+
+
 @dataclass(frozen=True)
 class EngineRequest:
     prompt_ids: list[int]

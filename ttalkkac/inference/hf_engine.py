@@ -81,7 +81,7 @@ class TransformersEngine:
         self._prepare = prepare  # builds the base model's folder when it is the demo model
         self._model: Any = None  # the base model, or a PeftModel once an adapter is loaded
         self._compiler: Any = None
-        self._grammars: dict[str, Any] = {}  # schema JSON -> compiled grammar
+        self._grammars: dict[str | None, Any] = {}  # schema JSON (None: the plan's) -> grammar
         self._adapters: OrderedDict[tuple[str, str, str], str] = OrderedDict()  # key -> peft name
         self._adapter_names: dict[str, str] = {}  # peft name -> adapter name
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -272,15 +272,16 @@ class TransformersEngine:
 
     def _grammar_for(self, schema: dict[str, Any] | None) -> Any:
         """The compiled grammar of ``schema`` (None: the plan's), compiled once."""
-        # Key order matters: properties are generated in schema order.
-        text = json.dumps(schema if schema is not None else engine_json_schema())
-        grammar = self._grammars.get(text)
+        # Key order matters: properties are generated in schema order. The plan's own grammar
+        # is keyed by None, so the common request serializes nothing.
+        key = None if schema is None else json.dumps(schema)
+        grammar = self._grammars.get(key)
         if grammar is None:
             # The grammar vLLM builds with disable_any_whitespace: compact separators.
             grammar = self._compiler.compile_json_schema(
-                text, any_whitespace=False, separators=(",", ":")
+                key or json.dumps(engine_json_schema()), any_whitespace=False, separators=(",", ":")
             )
-            self._grammars[text] = grammar
+            self._grammars[key] = grammar
         return grammar
 
     def _generate_batch(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:

@@ -45,7 +45,13 @@ from ttalkkac.errors import (
     InvalidInput,
     PayloadTooLarge,
 )
-from ttalkkac.inference.base import AdapterRef, Engine, EngineRequest, EngineResult
+from ttalkkac.inference.base import (
+    AdapterRef,
+    Engine,
+    EngineRequest,
+    EngineResult,
+    adapter_key,
+)
 from ttalkkac.inference.schema import compact_json_schema
 from ttalkkac.meetings import CHUNK_CHARS, CHUNK_OVERLAP, Utterance, chunk_text, meeting_text
 from ttalkkac.plan import ProjectPlan, merge_plans
@@ -240,7 +246,7 @@ class PlanGenerator:
         """The engine that serves ``adapter`` exactly, and what it must apply (None: nothing)."""
         engine, served = self._engine, adapter  # taken before any await: a swap cannot stop it
         merged = engine.merged_adapter
-        if _key(adapter) == _key(merged):
+        if adapter_key(adapter) == adapter_key(merged):
             served = None  # the weights are what was asked for
         elif merged is not None or not engine.enable_lora:
             engine = await self._ensure_lora_engine(adapter, merged)
@@ -527,10 +533,6 @@ class PlanGenerator:
                 ) from exc
             self.lora_engine_error = None
             return engine
-
-
-def _key(adapter: AdapterRef | None) -> tuple[str, str, str] | None:
-    return None if adapter is None else adapter.key
 
 
 def _count_all(tokenizer: Any, texts: list[str]) -> list[int]:

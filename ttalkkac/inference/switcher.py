@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ttalkkac.inference.base import AdapterRef, Engine
+from ttalkkac.inference.base import AdapterRef, Engine, adapter_key
 from ttalkkac.inference.merge import ensure_merged
 from ttalkkac.inference.service import PlanGenerator
 
@@ -30,10 +30,6 @@ logger = logging.getLogger(__name__)
 
 BuildEngine = Callable[[str | None, AdapterRef | None], Engine]
 """Builds an engine (not started) for merged weights (None: the base weights) and their adapter."""
-
-
-def _key(adapter: AdapterRef | None) -> tuple[str, str, str] | None:
-    return None if adapter is None else adapter.key
 
 
 _NO_FAILURE = ("", "", "no failure")  # None is a real key: the base weights
@@ -123,7 +119,7 @@ class AdapterSwitcher:
 
     def request(self, target: AdapterRef | None, *, retry_failed: bool = True) -> None:
         """Serve ``target`` merged (None: the base weights); switches in the background."""
-        if not retry_failed and _key(target) == self._failed_key:
+        if not retry_failed and adapter_key(target) == self._failed_key:
             return
         self._wanted = target
         if self._task is None or self._task.done():
@@ -135,7 +131,7 @@ class AdapterSwitcher:
             await asyncio.shield(self._task)
 
     async def _run(self) -> None:
-        while _key(self._wanted) != _key(self.merged_adapter):
+        while adapter_key(self._wanted) != adapter_key(self.merged_adapter):
             if self.generator.state != "ready":
                 return  # not serving yet (or failed): start-up or the next request decides
             target = self._wanted
@@ -163,7 +159,7 @@ class AdapterSwitcher:
 
     def _failed(self, target: AdapterRef | None, exc: Exception, seconds: float) -> None:
         self.error = f"switch to {_label(target)} failed: {type(exc).__name__}: {exc}"
-        self._failed_key = _key(target)
+        self._failed_key = adapter_key(target)
         self._on_switch("failed", seconds)
         logger.error(
             "%s; still serving %s merged", self.error, _label(self.merged_adapter), exc_info=exc
@@ -176,7 +172,7 @@ class AdapterSwitcher:
             self._watch_task = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
-        last_read = _key(self._wanted)
+        last_read = adapter_key(self._wanted)
         while True:
             await asyncio.sleep(self.sync_interval_s)
             try:
@@ -187,11 +183,11 @@ class AdapterSwitcher:
             self._read_error = None
             # Act on a change in the registry, or on a mismatch while no switch runs. Not on
             # a read that merely lags an activation this process has just requested.
-            changed = _key(active) != last_read
+            changed = adapter_key(active) != last_read
             idle = self._task is None or self._task.done()
-            if changed or (idle and _key(active) != _key(self.merged_adapter)):
+            if changed or (idle and adapter_key(active) != adapter_key(self.merged_adapter)):
                 self.request(active, retry_failed=False)
-            last_read = _key(active)
+            last_read = adapter_key(active)
 
     def _report_read_error(self, exc: Exception) -> None:
         message = f"{type(exc).__name__}: {exc}"
