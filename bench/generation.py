@@ -18,12 +18,18 @@ The three engines of ours run the same meetings, adapter, temperature and answer
 ``PlanGenerator`` (prompt rendering, validation, one retry): what a ``/generate`` caller gets.
 Per concurrency level ``c``: ``requests[c]`` requests, at most ``c`` in flight; throughput is
 finished work over the level's wall time. Latency p50/p95 come from the level ``c = 1``.
+
+Sampled answers differ in length from engine to engine (one loops to the budget, another stops
+early), so single-request latency is also measured on *the same answers*: each engine of ours
+answers the same meetings greedily, one at a time, and the report pairs them meeting by meeting
+(answer digests and token counts say whether the work was the same).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -57,6 +63,7 @@ class Sample:
     valid: bool
     first_try: bool
     error: str | None = None
+    answer: str | None = None  # digest of the validated plan: equal digests, equal answers
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -143,16 +150,17 @@ def bench_dtype() -> str:
     return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
 
 
-def service_settings(cfg: dict[str, Any]) -> Any:
+def service_settings(max_tokens: int | None = None) -> Any:
+    """The service's settings, but for the answer budget and the admission limit."""
     from ttalkkac.settings import Settings
 
-    budget = {"default_max_tokens": cfg["max_tokens"]} if cfg["max_tokens"] else {}
+    budget = {"default_max_tokens": max_tokens} if max_tokens else {}
     return Settings(max_waiting_requests=100_000, warmup=True, **budget)
 
 
 def sampling_settings(max_tokens: int) -> dict[str, Any]:
     """The sampling values our engines run with (recorded with the results)."""
-    settings = service_settings({"max_tokens": max_tokens})
+    settings = service_settings(max_tokens)
     out = {"temperature": settings.default_temperature, "max_tokens": max_tokens}
     if hasattr(settings, "repetition_penalty"):
         out["repetition_penalty"] = settings.repetition_penalty
@@ -208,7 +216,7 @@ async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
         engine = _build_engine(kind, cfg, cfg["model"])
         # The service's own defaults (temperature, repetition penalty, ...): what /generate
         # callers get. Only the answer budget and the admission limit are the benchmark's.
-        generator = PlanGenerator.from_settings(engine, service_settings(cfg))
+        generator = PlanGenerator.from_settings(engine, service_settings(cfg["max_tokens"]))
         started = time.perf_counter()
         await generator.start()
         out["start_s"] = round(time.perf_counter() - started, 2)
@@ -230,10 +238,12 @@ async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
                 raise RuntimeError(switcher.error)
             out["switch_s"] = switcher.last_switch_s
 
-        async def call(meeting: Meeting, seed: int) -> Sample:
+        async def call(meeting: Meeting, seed: int, temperature: float | None = None) -> Sample:
             t0 = time.perf_counter()
             try:
-                result = await generator.generate(meeting.text, adapter=adapter, seed=seed)
+                result = await generator.generate(
+                    meeting.text, adapter=adapter, seed=seed, temperature=temperature
+                )
             except GenerationInvalid as exc:
                 tokens = sum(a.get("completion_tokens", 0) for a in exc.detail.get("attempts", []))
                 return Sample(time.perf_counter() - t0, tokens, False, False, "invalid")
@@ -245,6 +255,7 @@ async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
                 result.usage["completion_tokens"],
                 True,
                 result.retries == 0,
+                answer=_digest(result.plan.model_dump_json()),
             )
 
         # The adapter's first plan: in per-request mode the engine loads it on first use; in
@@ -275,6 +286,7 @@ async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
             logger.info("%s c=%d: %s", kind, c, json.dumps(level))
             levels.append(level)
         out["levels"] = levels
+        out["greedy"] = await greedy_latency(call, meetings[: cfg["requests"]["1"]])
         if cfg.get("api_overhead"):
             out["api_overhead"] = await api_overhead(
                 generator, meetings[0], data_dir, requests=cfg["api_overhead"]
@@ -286,6 +298,23 @@ async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
     # vLLM computes in its engine process: its peak counts too (reaped once stopped).
     out["peak_engine_process_rss_mib"] = env.peak_children_rss_mib()
     return out
+
+
+async def greedy_latency(
+    call: Callable[..., Awaitable[Sample]], meetings: list[Meeting]
+) -> list[dict[str, Any]]:
+    """Each meeting answered greedily, one at a time: the same answers on every engine of ours
+    (up to numerics), so latencies compare the same work."""
+    rows = []
+    for meeting in meetings:
+        sample = await call(meeting, 0, temperature=0.0)
+        rows.append({"meeting_id": meeting.meeting_id} | asdict(sample))
+        logger.info("greedy %s: %s", meeting.meeting_id, json.dumps(rows[-1]))
+    return rows
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # --- the guide's inference -----------------------------------------------------------------
@@ -567,7 +596,7 @@ def run_generation_bench(
     }
     # Default: the service's answer budget (DEFAULT_MAX_TOKENS), what a /generate caller gets.
     if max_tokens is None:
-        max_tokens = 64 if smoke else service_settings({"max_tokens": None}).default_max_tokens
+        max_tokens = 64 if smoke else service_settings().default_max_tokens
     with tempfile.TemporaryDirectory(prefix="bench-gen-") as tmp:
         tmp_dir = Path(tmp)
         if adapter is None:
@@ -601,7 +630,12 @@ def run_generation_bench(
         {"meeting_id": m.meeting_id, "prompt_tokens": m.prompt_tokens, "shortened": m.shortened}
         for m in meetings
     ]
-    return {"settings": public, "engines": results, "ratios": ratios(results)}
+    return {
+        "settings": public,
+        "engines": results,
+        "ratios": ratios(results),
+        "same_answers": same_answer_latency(results),
+    }
 
 
 def _render(tokenizer: Any, text: str) -> str:
@@ -641,6 +675,49 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
                     "latency_p50": _div(level["latency_p50_s"], other["latency_p50_s"]),
                 }
             out[f"{mine}/{base}"] = rows
+    return out
+
+
+def same_answer_latency(results: dict[str, Any]) -> dict[str, Any]:
+    """Greedy single-request latency of each engine of ours against the transformers engine,
+    meeting by meeting: only pairs that produced the same plan count as the same work."""
+    base = results.get("transformers", {}).get("greedy")
+    out: dict[str, Any] = {}
+    if not base:
+        return out
+    by_meeting = {row["meeting_id"]: row for row in base}
+    for mine in ("vllm_merged", "vllm"):
+        rows = results.get(mine, {}).get("greedy")
+        if not rows:
+            continue
+        pairs = []
+        for row in rows:
+            other = by_meeting.get(row["meeting_id"])
+            if other is None:
+                continue
+            pairs.append(
+                {
+                    "meeting_id": row["meeting_id"],
+                    "latency_s": round(row["latency_s"], 2),
+                    "base_latency_s": round(other["latency_s"], 2),
+                    "tokens": row["completion_tokens"],
+                    "base_tokens": other["completion_tokens"],
+                    "valid": row["valid"] and other["valid"],
+                    "same_answer": row["answer"] is not None and row["answer"] == other["answer"],
+                    "latency_ratio": _div(row["latency_s"], other["latency_s"]),
+                }
+            )
+        same = [p for p in pairs if p["same_answer"]]
+        out[f"{mine}/transformers"] = {
+            "pairs": pairs,
+            "same_answers": len(same),
+            "latency_ratio_p50": _round(percentile([p["latency_ratio"] for p in pairs], 50), 2),
+            "latency_ratio_p50_same_answers": _round(
+                percentile([p["latency_ratio"] for p in same], 50), 2
+            ),
+            "latency_p50_s": _round(percentile([p["latency_s"] for p in pairs], 50), 2),
+            "base_latency_p50_s": _round(percentile([p["base_latency_s"] for p in pairs], 50), 2),
+        }
     return out
 
 

@@ -114,3 +114,15 @@ def test_api_overhead_measured(smoke_result: dict) -> None:
     # Generated (200) or generated and invalid (502): never refused before the engine.
     assert {str(status) for status in api["http_statuses"]} <= {"200", "502"}, api
     assert _number(api["http_overhead_ms_p50"]) and _number(api["direct_overhead_ms_p50"])
+
+
+def test_greedy_latency_answers_every_meeting(smoke_result: dict) -> None:
+    gen = smoke_result["generation"]
+    rows = gen["engines"]["transformers"]["greedy"]
+    meetings = [m["meeting_id"] for m in gen["settings"]["meetings"]]
+    assert [r["meeting_id"] for r in rows] == meetings[: gen["settings"]["requests"]["1"]]
+    for row in rows:
+        assert _number(row["latency_s"]) and row["latency_s"] > 0, row
+        assert row["completion_tokens"] > 0, row
+        # A validated plan has a digest; an invalid answer has none and says why.
+        assert (row["answer"] is not None) == row["valid"] == (row["error"] is None), row

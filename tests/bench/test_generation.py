@@ -1,0 +1,51 @@
+"""How the benchmark pairs greedy answers of two engines into a same-work latency comparison."""
+
+from __future__ import annotations
+
+from bench.generation import same_answer_latency
+
+
+def _row(meeting: str, latency: float, tokens: int, answer: str | None) -> dict:
+    return {
+        "meeting_id": meeting,
+        "latency_s": latency,
+        "completion_tokens": tokens,
+        "valid": answer is not None,
+        "first_try": True,
+        "error": None if answer else "invalid",
+        "answer": answer,
+    }
+
+
+def test_pairs_meetings_and_counts_only_identical_plans_as_same_work() -> None:
+    results = {
+        "transformers": {
+            "greedy": [
+                _row("m1", 10.0, 400, "aaa"),
+                _row("m2", 20.0, 800, "bbb"),
+                _row("m3", 30.0, 900, None),
+            ]
+        },
+        "vllm_merged": {
+            "greedy": [
+                _row("m1", 4.0, 400, "aaa"),
+                _row("m2", 12.0, 700, "ccc"),
+                _row("m3", 6.0, 900, None),
+            ]
+        },
+        "guide": {"levels": []},
+    }
+    same = same_answer_latency(results)
+    assert set(same) == {"vllm_merged/transformers"}
+    r = same["vllm_merged/transformers"]
+    assert [p["meeting_id"] for p in r["pairs"]] == ["m1", "m2", "m3"]
+    assert [p["same_answer"] for p in r["pairs"]] == [True, False, False]  # two invalid: not same
+    assert [p["latency_ratio"] for p in r["pairs"]] == [0.4, 0.6, 0.2]
+    assert r["same_answers"] == 1
+    assert r["latency_ratio_p50"] == 0.4
+    assert r["latency_ratio_p50_same_answers"] == 0.4
+    assert (r["latency_p50_s"], r["base_latency_p50_s"]) == (6.0, 20.0)
+
+
+def test_nothing_to_pair_without_the_transformers_engine() -> None:
+    assert same_answer_latency({"vllm_merged": {"greedy": [_row("m1", 1.0, 10, "a")]}}) == {}
