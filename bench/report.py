@@ -201,7 +201,7 @@ def _generation_md(gen: dict[str, Any]) -> list[str]:
                     else f"{_fmt(row['generated_tokens_per_s'], 2)} ({_fmt(row['plans_per_min'], 2)})"
                 )
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += _same_answers_md(gen.get("same_answers") or {})
+    lines += _greedy_pairs_md(gen.get("greedy_pairs") or {})
     for name, e in engines.items():
         api = e.get("api_overhead")
         if api:
@@ -217,31 +217,32 @@ def _generation_md(gen: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _same_answers_md(same: dict[str, Any]) -> list[str]:
+def _greedy_pairs_md(pairs_by_engine: dict[str, Any]) -> list[str]:
     """Greedy single-request latency, meeting by meeting, against the transformers engine."""
     lines: list[str] = []
-    for name, r in same.items():
+    for name, r in pairs_by_engine.items():
         mine = ENGINE_LABELS.get(name.split("/")[0], name)
         lines += [
             "",
-            f"Single-request latency on the same answers ({mine} against the transformers engine; "
-            "greedy, one request at a time; a retry samples at temperature 0.3):",
+            f"Single-request latency, greedy on the same meetings ({mine} against the transformers "
+            "engine; one request at a time; a retry samples at temperature 0.3; 'identical plan': "
+            "byte-identical plans from both):",
             "",
             "| meeting | ours s | transformers s | ours / transformers | answer tokens (ours, "
-            "transformers) | same plan | both valid |",
+            "transformers) | identical plan | both valid |",
             "|---|---|---|---|---|---|---|",
         ]
         for p in r["pairs"]:
             lines.append(
                 f"| {p['meeting_id']} | {_fmt(p['latency_s'], 2)} | {_fmt(p['base_latency_s'], 2)} "
                 f"| {_fmt(p['latency_ratio'], 2)} | {_fmt(p['tokens'])}, {_fmt(p['base_tokens'])} "
-                f"| {_fmt(p['same_answer'])} | {_fmt(p['valid'])} |"
+                f"| {_fmt(p['identical_plan'])} | {_fmt(p['valid'])} |"
             )
         lines += [
             "",
             f"p50 {_fmt(r['latency_p50_s'], 2)} s against {_fmt(r['base_latency_p50_s'], 2)} s; "
             f"p50 of the per-meeting ratio {_fmt(r['latency_ratio_p50'], 2)} (on the "
-            f"{r['same_answers']} identical plans: {_fmt(r['latency_ratio_p50_same_answers'], 2)}).",
+            f"{r['identical_plans']} identical plans: {_fmt(r['latency_ratio_p50_identical'], 2)}).",
         ]
     return lines
 

@@ -1,8 +1,8 @@
-"""How the benchmark pairs greedy answers of two engines into a same-work latency comparison."""
+"""How the benchmark pairs greedy answers of two engines, meeting by meeting, to compare latency."""
 
 from __future__ import annotations
 
-from bench.generation import same_answer_latency
+from bench.generation import greedy_pairs
 
 
 def _row(meeting: str, latency: float, tokens: int, answer: str | None) -> dict:
@@ -17,7 +17,7 @@ def _row(meeting: str, latency: float, tokens: int, answer: str | None) -> dict:
     }
 
 
-def test_pairs_meetings_and_counts_only_identical_plans_as_same_work() -> None:
+def test_pairs_meetings_and_tells_identical_plans_apart() -> None:
     results = {
         "transformers": {
             "greedy": [
@@ -35,17 +35,21 @@ def test_pairs_meetings_and_counts_only_identical_plans_as_same_work() -> None:
         },
         "guide": {"levels": []},
     }
-    same = same_answer_latency(results)
-    assert set(same) == {"vllm_merged/transformers"}
-    r = same["vllm_merged/transformers"]
+    pairs = greedy_pairs(results)
+    assert set(pairs) == {"vllm_merged/transformers"}
+    r = pairs["vllm_merged/transformers"]
     assert [p["meeting_id"] for p in r["pairs"]] == ["m1", "m2", "m3"]
-    assert [p["same_answer"] for p in r["pairs"]] == [True, False, False]  # two invalid: not same
+    assert [p["identical_plan"] for p in r["pairs"]] == [
+        True,
+        False,
+        False,
+    ]  # two invalid: not identical
     assert [p["latency_ratio"] for p in r["pairs"]] == [0.4, 0.6, 0.2]
-    assert r["same_answers"] == 1
+    assert r["identical_plans"] == 1
     assert r["latency_ratio_p50"] == 0.4
-    assert r["latency_ratio_p50_same_answers"] == 0.4
+    assert r["latency_ratio_p50_identical"] == 0.4
     assert (r["latency_p50_s"], r["base_latency_p50_s"]) == (6.0, 20.0)
 
 
 def test_nothing_to_pair_without_the_transformers_engine() -> None:
-    assert same_answer_latency({"vllm_merged": {"greedy": [_row("m1", 1.0, 10, "a")]}}) == {}
+    assert greedy_pairs({"vllm_merged": {"greedy": [_row("m1", 1.0, 10, "a")]}}) == {}
