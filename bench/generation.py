@@ -14,8 +14,10 @@ in memory at a time, and its peak memory is its own):
 - ``guide``: ``bench.guide_recipe.GuideInference``: merged adapter, one request at a time,
   the guide's sampling settings, no constraint; concurrent callers simply wait their turn.
 
-The three engines of ours run the same meetings, adapter, temperature and answer budget through
-``PlanGenerator`` (prompt rendering, validation, one retry): what a ``/generate`` caller gets.
+The three engines of ours are built by ``ttalkkac.inference.factory`` as the service builds them
+(its dtype choice included) and run the same meetings, adapter, temperature and answer budget
+through ``PlanGenerator`` (prompt rendering, validation, one retry): what a ``/generate`` caller
+gets.
 Per concurrency level ``c``: ``requests[c]`` requests, at most ``c`` in flight; throughput is
 finished work over the level's wall time. Latency p50/p95 come from the level ``c = 1``.
 
@@ -137,26 +139,22 @@ async def load_level(
 # --- our engines ---------------------------------------------------------------------------
 
 
-def bench_dtype() -> str:
-    """bfloat16 where the CPU (or GPU) computes it natively, else float32.
-
-    On an AVX2-only CPU bfloat16 matmuls are emulated: measured 0.28 GFLOP/s against 11.6 for
-    float32 on the same two cores, so bfloat16 there would measure the emulation.
-    """
-    import torch
-
-    if torch.cuda.is_available():
-        return "bfloat16"
-    flags = set(env.cpu_info()["flags"])
-    return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
-
-
-def service_settings(max_tokens: int | None = None) -> Any:
-    """The service's settings, but for the answer budget and the admission limit."""
+def service_settings(max_tokens: int | None = None, **engine: Any) -> Any:
+    """The service's settings, but for the answer budget, the admission limit and ``engine``
+    (context window, KV cache, dtype: sized for the benchmark's meetings)."""
     from ttalkkac.settings import Settings
 
     budget = {"default_max_tokens": max_tokens} if max_tokens else {}
-    return Settings(max_waiting_requests=100_000, warmup=True, **budget)
+    return Settings(max_waiting_requests=100_000, warmup=True, **budget, **engine)
+
+
+def _settings(cfg: dict[str, Any]) -> Any:
+    return service_settings(
+        cfg["max_tokens"],
+        max_model_len=cfg["max_model_len"],
+        cpu_kvcache_space_gb=cfg["kv_cache_gb"],
+        serving_dtype=cfg["dtype"],
+    )
 
 
 def sampling_settings(max_tokens: int) -> dict[str, Any]:
@@ -169,30 +167,19 @@ def sampling_settings(max_tokens: int) -> dict[str, Any]:
 
 
 def _build_engine(
-    kind: str,
-    cfg: dict[str, Any],
-    model: str,
-    weights: str | None = None,
-    merged_adapter: Any = None,
+    kind: str, cfg: dict[str, Any], weights: str | None = None, merged_adapter: Any = None
 ) -> Any:
-    if kind.startswith("vllm"):
-        from ttalkkac.inference.vllm_engine import VllmEngine
+    """The engine the service would build for ``kind`` (``factory.build_engine``)."""
+    from ttalkkac.inference.factory import build_engine
 
-        return VllmEngine(
-            model,
-            max_model_len=cfg["max_model_len"],
-            enable_lora=kind == "vllm",  # merged engines run without LoRA, as the service's
-            max_lora_rank=16,
-            max_loras=2,
-            gpu_memory_utilization=0.3,
-            cpu_kvcache_space_gb=cfg["kv_cache_gb"],
-            dtype=cfg["dtype"],
-            weights=weights,
-            merged_adapter=merged_adapter,
-        )
-    from ttalkkac.inference.hf_engine import TransformersEngine
-
-    return TransformersEngine(model, max_model_len=cfg["max_model_len"], dtype=cfg["dtype"])
+    return build_engine(
+        _settings(cfg),
+        base_model=cfg["model"],
+        kind="vllm" if kind.startswith("vllm") else "transformers",
+        mode="merged" if kind == "vllm_merged" else "lora",
+        weights=weights,
+        merged_adapter=merged_adapter,
+    )
 
 
 async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -214,10 +201,10 @@ async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
             name=ADAPTER_NAME,
             base_model=cfg["model"],
         )
-        engine = _build_engine(kind, cfg, cfg["model"])
+        engine = _build_engine(kind, cfg)
         # The service's own defaults (temperature, repetition penalty, ...): what /generate
         # callers get. Only the answer budget and the admission limit are the benchmark's.
-        generator = PlanGenerator.from_settings(engine, service_settings(cfg["max_tokens"]))
+        generator = PlanGenerator.from_settings(engine, _settings(cfg))
         started = time.perf_counter()
         await generator.start()
         out["start_s"] = round(time.perf_counter() - started, 2)
@@ -228,9 +215,7 @@ async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
             switcher = AdapterSwitcher(
                 generator,
                 base_model=cfg["model"],
-                build_engine=lambda weights, ref: _build_engine(
-                    kind, cfg, cfg["model"], weights, ref
-                ),
+                build_engine=lambda weights, ref: _build_engine(kind, cfg, weights, ref),
                 read_active=lambda: adapter,
             )
             switcher.request(adapter)
@@ -583,6 +568,7 @@ def run_generation_bench(
     from transformers import AutoTokenizer
 
     from bench.data import generation_meetings
+    from ttalkkac.inference.factory import resolve_serving_dtype
 
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
@@ -614,7 +600,7 @@ def run_generation_bench(
             "sampling": sampling_settings(max_tokens),
             "max_model_len": 2048 if smoke else 4096,
             "kv_cache_gb": 1 if smoke else 4,
-            "dtype": bench_dtype(),
+            "dtype": resolve_serving_dtype(service_settings()),
             "api_overhead": 2 if smoke else 5,
         }
         results: dict[str, Any] = {}

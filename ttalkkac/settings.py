@@ -139,6 +139,14 @@ class Settings(BaseSettings):
             "never compiles an engine that has LoRA enabled."
         ),
     )
+    serving_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto",
+        description=(
+            "dtype the serving engines compute in. 'auto': bfloat16 on a CPU that has it in "
+            "hardware (AVX-512 bf16 or AMX), float32 on other CPUs (bfloat16 is emulated there: "
+            "matmuls measured 40x slower), the model's own dtype on a GPU."
+        ),
+    )
     gpu_memory_utilization: float = Field(
         default=0.3,
         gt=0,

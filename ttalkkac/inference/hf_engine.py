@@ -109,8 +109,9 @@ class TransformersEngine:
             )
             self._thread.start()
             logger.info(
-                "transformers engine ready: %s (max_model_len=%d) in %.1f s",
+                "transformers engine ready: %s (dtype=%s, max_model_len=%d) in %.1f s",
                 self.base_model,
+                self.dtype,
                 self.max_model_len,
                 time.perf_counter() - started,
             )

@@ -89,8 +89,10 @@ class VllmEngine:
             # build it in a thread; its output handler starts on the first request, in this loop.
             self._llm = await asyncio.to_thread(self._build_llm)
             logger.info(
-                "vLLM engine ready: %s (max_model_len=%d, lora=%s, max_lora_rank=%d) in %.1f s",
+                "vLLM engine ready: %s (dtype=%s, max_model_len=%d, lora=%s, max_lora_rank=%d) "
+                "in %.1f s",
                 self.weights,
+                self.dtype,
                 self.max_model_len,
                 self.enable_lora,
                 self.max_lora_rank,
