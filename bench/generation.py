@@ -203,7 +203,7 @@ async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
         )
         engine = _build_engine(kind, cfg)
         # The service's own defaults (temperature, repetition penalty, ...): what /generate
-        # callers get. Only the answer budget and the admission limit are the benchmark's.
+        # callers get. The answer budget, admission limit and engine sizes are the benchmark's.
         generator = PlanGenerator.from_settings(engine, _settings(cfg))
         started = time.perf_counter()
         await generator.start()
