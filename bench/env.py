@@ -31,16 +31,18 @@ _FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16
 
 def cpu_info() -> dict[str, Any]:
     """Model name, logical cores and the SIMD flags that decide CPU kernel speed."""
-    model, flags = platform.processor() or "", set()
+    from ttalkkac.inference.factory import cpu_flags
+
+    model = platform.processor() or ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and not model:
-                model = value.strip()
-            if key.strip() == "flags" and not flags:
-                flags = set(value.split())
+            if key.strip() == "model name":
+                model = model or value.strip()
+                break
     except OSError:
         pass
+    flags = cpu_flags()
     return {
         "model": model or platform.machine(),
         "logical_cores": os.cpu_count(),

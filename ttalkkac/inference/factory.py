@@ -25,18 +25,23 @@ def has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU computes bfloat16 in hardware (AVX-512 bf16 or AMX), from /proc/cpuinfo."""
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The first CPU's feature flags in ``cpuinfo`` (default: /proc/cpuinfo; none if unreadable)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            return False
+            return set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "flags":
-            return bool(set(value.split()) & {"avx512_bf16", "amx_bf16"})
-    return False
+            return set(value.split())
+    return set()
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU computes bfloat16 in hardware (AVX-512 bf16 or AMX)."""
+    return bool(cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_serving_dtype(settings: Settings) -> str:
