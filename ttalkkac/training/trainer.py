@@ -5,7 +5,7 @@ module only pads them, so training and validation loss are over answer tokens on
 
 1. resolve the plan (steps, warmup cap, precision) and log every fix with its reason;
 2. load the base model, wrap it with LoRA, train with evaluation and checkpoints every
-   ``eval_steps``, resuming from the last checkpoint in ``out_dir/checkpoints`` if there is one;
+   ``eval_steps``, resuming from the last complete checkpoint in ``out_dir/checkpoints`` if any;
 3. keep the best checkpoint by validation loss, save it as ``adapter_model.safetensors`` +
    ``adapter_config.json`` in ``out_dir``;
 4. run the generation check and write ``training_results.json``, ``log_history.json`` and
@@ -14,6 +14,7 @@ module only pads them, so training and validation loss are over answer tokens on
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -225,7 +226,6 @@ def train_lora(
     import torch
     from peft import get_peft_model
     from transformers import AutoTokenizer, PrinterCallback, Trainer, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     reporter = reporter or Reporter()
     device = device or Device.detect()
@@ -281,7 +281,7 @@ def train_lora(
     checkpoint = None
     ckpt_root = out_dir / CHECKPOINTS_DIR
     if resume and ckpt_root.is_dir():
-        checkpoint = get_last_checkpoint(str(ckpt_root))
+        checkpoint = last_complete_checkpoint(ckpt_root, reporter)
     reporter.event(
         f"training {base_model} on {device.kind}: {plan.total_steps} steps, "
         f"{trainable:,} trainable of {total:,} parameters"
@@ -389,6 +389,30 @@ def train_lora(
         "results written", data={"files": [RESULTS_FILE, LOG_HISTORY_FILE, LOSS_PLOT_FILE]}
     )
     return results
+
+
+def last_complete_checkpoint(root: Path, reporter: Reporter) -> str | None:
+    """The newest checkpoint under ``root`` that was completely written, else None.
+
+    ``Trainer`` writes ``trainer_state.json`` last; a process killed while saving (OOM killer,
+    kill -9) leaves a folder without it, or with it cut short. transformers'
+    ``get_last_checkpoint`` would pick that folder and the resume would fail; such folders are
+    removed (nothing in them can be resumed) and the one before is used.
+    """
+    folders = [f for f in root.glob("checkpoint-*") if f.is_dir() and _checkpoint_step(str(f))]
+    for folder in sorted(folders, key=lambda f: _checkpoint_step(str(f)) or 0, reverse=True):
+        try:
+            json.loads((folder / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            reporter.event(
+                f"{folder.name} is incomplete (the process was stopped while saving it): removed",
+                level="warning",
+                data={"checkpoint": folder.name},
+            )
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        return str(folder)
+    return None
 
 
 def _checkpoint_step(path: str | None) -> int | None:

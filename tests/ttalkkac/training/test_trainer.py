@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -158,6 +159,11 @@ def test_cancel_stops_within_a_step_and_a_rerun_resumes_from_the_checkpoint(
     assert (tmp_path / "checkpoints" / "checkpoint-3").is_dir()
     assert not (tmp_path / "checkpoints" / "checkpoint-4").exists()
     assert not (tmp_path / "adapter_model.safetensors").exists()
+    # A process killed while saving a later checkpoint leaves it without its trainer state,
+    # which Trainer writes last: the rerun must not resume from it.
+    partial = tmp_path / "checkpoints" / "checkpoint-5"
+    shutil.copytree(tmp_path / "checkpoints" / "checkpoint-3", partial)
+    (partial / "trainer_state.json").unlink()
 
     again = RecordingReporter()
     results = train_lora(
@@ -165,6 +171,8 @@ def test_cancel_stops_within_a_step_and_a_rerun_resumes_from_the_checkpoint(
     )
     assert results["resumed_from"] == "checkpoint-3"
     assert any("resuming from checkpoint-3" in e["message"] for e in again.events)
+    assert any("checkpoint-5 is incomplete" in e["message"] for e in again.events)
+    assert not partial.exists()
     assert again.steps[0] == 3 and results["global_step"] == 6
     assert (tmp_path / "adapter_model.safetensors").is_file()
 
