@@ -1,0 +1,168 @@
+"""Running one delivery of a job to its end: claim, train, register the adapter, finish.
+
+The training stack (``ttalkkac.datasets``, ``ttalkkac.training.trainer``, the serving factory)
+is imported only inside the run, so importing the job service does not pull in torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ttalkkac.errors import Conflict, JobCancelled, NotFound
+from ttalkkac.jobs.claim import claim_job, fail, finish_cancelled, job_dir
+from ttalkkac.jobs.liveness import Heartbeat, process_id
+from ttalkkac.jobs.reporting import JobReporter
+from ttalkkac.settings import Settings
+from ttalkkac.store import crud
+from ttalkkac.store.db import Database
+from ttalkkac.store.models import JobStatus, TrainingJob, utcnow
+from ttalkkac.training.spec import TrainSpec
+
+logger = logging.getLogger(__name__)
+
+
+def run_job(db: Database, settings: Settings, job_id: str) -> str:
+    """Run one delivery of a job to its end; returns the outcome. Never raises for job errors."""
+    me = process_id()
+    claimed = claim_job(db, settings, job_id, me)
+    if isinstance(claimed, str):
+        return claimed
+    job = claimed
+    reporter = JobReporter(db, job_id)
+    out_dir = job_dir(settings, job_id)
+    with Heartbeat(db, job_id, me, settings.job_heartbeat_s):
+        return _execute(db, settings, job, reporter, out_dir)
+
+
+def _execute(
+    db: Database, settings: Settings, job: TrainingJob, reporter: JobReporter, out_dir: Path
+) -> str:
+    from ttalkkac.datasets import load_training_data
+    from ttalkkac.training.trainer import train_lora
+
+    job_id = job.id
+    try:
+        spec = TrainSpec.model_validate(job.hyperparameters)
+        base_model = _resolve_base_model(job, settings)
+        with db.session() as session:
+            crud.update_job(session, id=job_id, base_model=base_model)
+            dataset = crud.get_dataset(session, id=job.dataset_id)
+            if dataset is None:
+                raise NotFound(f"dataset {job.dataset_id} no longer exists")
+        data = load_training_data(dataset, spec)
+        reporter.event(
+            f"data: {len(data.train)} train / {len(data.val)} validation records",
+            data={"loader": data.stats},
+        )
+        if reporter.should_cancel():
+            raise JobCancelled("cancelled before training")
+        results = train_lora(
+            base_model=base_model,
+            data=data,
+            spec=spec,
+            out_dir=out_dir,
+            reporter=reporter,
+            resume=True,
+        )
+    except JobCancelled as exc:
+        with db.session() as session:
+            finish_cancelled(session, job_id, f"cancelled: {exc.message}")
+        return "cancelled"
+    except Exception as exc:
+        logger.exception("[job %s] failed", job_id)
+        detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        message = getattr(exc, "message", None) or detail
+        with db.session() as session:
+            fail(session, job_id, type(exc).__name__, str(message)[:4000])
+        return "failed"
+
+    with db.session() as session:
+        fresh = crud.get_job(session, id=job_id, for_update=True)
+        if fresh is not None and fresh.status == JobStatus.cancelling:
+            finish_cancelled(session, job_id, "cancelled as training finished; not registered")
+            return "cancelled"
+        name = _register(session, job, base_model, out_dir, results)
+        moved = crud.transition_job(
+            session,
+            id=job_id,
+            from_statuses=[JobStatus.running],
+            to_status=JobStatus.succeeded,
+            finished_at=utcnow(),
+            adapter_name=name,
+            metrics={**reporter.reported_metrics, **_summary(results)},
+        )
+        if not moved:
+            raise Conflict(f"job {job_id} changed state while finishing")
+        crud.append_event(
+            session,
+            job_id=job_id,
+            message=f"succeeded: adapter {name} registered",
+            data={"adapter": name, "path": str(out_dir), **_summary(results)},
+        )
+    return "succeeded"
+
+
+def _resolve_base_model(job: TrainingJob, settings: Settings) -> str:
+    if job.base_model:
+        return job.base_model
+    from ttalkkac.inference.factory import resolve_base_model
+
+    return resolve_base_model(settings)
+
+
+def adapter_name_for(job: TrainingJob, base_model: str) -> str:
+    base = Path(base_model.rstrip("/")).name or "model"
+    raw = f"{base}-{job.suffix or 'ttalkkac'}-{job.id.removeprefix('job_')[:8]}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", raw)[:200]
+
+
+def _register(
+    session: Any, job: TrainingJob, base_model: str, out_dir: Path, results: dict[str, Any]
+) -> str:
+    name = adapter_name_for(job, base_model)
+    metrics = {
+        key: results.get(key)
+        for key in (
+            "train_loss",
+            "eval_loss",
+            "best_eval_loss",
+            "best_step",
+            "global_step",
+            "train_runtime",
+            "train_tokens_per_second",
+        )
+    }
+    check = results.get("generation_check") or {}
+    metrics["generation_parse_rate"] = check.get("parse_rate")
+    metrics["generation_schema_valid_rate"] = check.get("schema_valid_rate")
+    existing = crud.get_adapter(session, name=name)
+    if existing is None:
+        crud.create_adapter(
+            session,
+            name=name,
+            base_model=base_model,
+            path=str(out_dir),
+            job_id=job.id,
+            rank=int(results["hyperparameters"]["lora"]["r"]),
+            metrics=metrics,
+        )
+    elif existing.job_id != job.id:
+        raise Conflict(f"adapter name {name!r} is taken by another job")
+    return name
+
+
+def _summary(results: dict[str, Any]) -> dict[str, Any]:
+    check = results.get("generation_check") or {}
+    return {
+        "train_loss": results.get("train_loss"),
+        "eval_loss": results.get("eval_loss"),
+        "best_eval_loss": results.get("best_eval_loss"),
+        "train_runtime": results.get("train_runtime"),
+        "train_tokens_per_second": results.get("train_tokens_per_second"),
+        "generation_parse_rate": check.get("parse_rate"),
+        "generation_schema_valid_rate": check.get("schema_valid_rate"),
+    }

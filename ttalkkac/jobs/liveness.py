@@ -1,0 +1,96 @@
+"""Who runs a job and whether that process is still there: the ``worker`` column and heartbeat.
+
+A running job records its process as ``host:pid``; on the same host the pid is checked
+directly, from another host only the heartbeat (every ``JOB_HEARTBEAT_S``) is trusted. A job
+re-enqueued by the sweep records ``requeued:host:pid`` instead, which no process owns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from ttalkkac.settings import Settings
+from ttalkkac.store import crud
+from ttalkkac.store.db import Database
+from ttalkkac.store.models import TrainingJob, utcnow
+
+logger = logging.getLogger(__name__)
+
+_REQUEUED = "requeued"
+
+
+def process_id() -> str:
+    """This process as recorded on the job it runs: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def requeued_by(me: str) -> str:
+    """The ``worker`` of a job that ``me`` re-enqueued: no process owns it until it is claimed."""
+    return f"{_REQUEUED}:{me}"
+
+
+def is_requeued(worker: str | None) -> bool:
+    """Whether a job's ``worker`` is the marker of a re-enqueue (see ``requeued_by``)."""
+    return (worker or "").startswith(f"{_REQUEUED}:")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child not yet reaped by its parent still answers kill(0)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def owner_alive(job: TrainingJob, settings: Settings, *, now: datetime | None = None) -> bool:
+    """Whether the process recorded on a running job is still there."""
+    now = now or utcnow()
+    fresh = job.heartbeat_at is not None and now - job.heartbeat_at < timedelta(
+        seconds=settings.job_stale_after_s
+    )
+    if not fresh or not job.worker:
+        return False
+    host, _, pid = job.worker.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        return _pid_alive(int(pid))
+    return True  # another host (or a pending recovery): trust the heartbeat
+
+
+class Heartbeat:
+    """Records every few seconds that this process still runs the job (for crash recovery)."""
+
+    def __init__(self, db: Database, job_id: str, me: str, every_s: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(db, job_id, me, every_s),
+            name=f"heartbeat-{job_id}",
+            daemon=True,
+        )
+
+    def _run(self, db: Database, job_id: str, me: str, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                with db.session() as session:
+                    crud.touch_job(session, id=job_id, worker=me)
+            except Exception:  # a missed beat is not worth killing the job for
+                logger.warning("[job %s] heartbeat failed", job_id, exc_info=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
