@@ -18,15 +18,15 @@ Where things live (each module imports only the ones above it):
 
 - ``liveness``: ``process_id``, ``owner_alive``, the ``Heartbeat`` thread, the re-enqueue marker.
 - ``retry``: the retry policy, ``give_up_reason`` (attempts used up, time limit passed).
-- ``claim``: ``claim_job`` (take a delivery, or say why not), ``fail``, ``finish_cancelled``,
-  ``ACTIVE``, ``job_dir``.
+- ``claim``: ``claim_job`` (take a delivery, or say why not: a ``RunOutcome``), ``fail``,
+  ``finish_cancelled``, ``ACTIVE``, ``job_dir``.
 - ``reporting``: ``JobReporter``, a run's events, progress and metrics; cancel requests.
 - ``execution``: ``run_job`` (claim, train, register the adapter, finish), ``adapter_name_for``.
 - ``recovery``: ``recover_orphaned_jobs``, the sweep.
 - ``commands``: the API side, ``create_job``, ``cancel_job``, ``mark_enqueue_failed``.
 """
 
-from ttalkkac.jobs.claim import ACTIVE, job_dir
+from ttalkkac.jobs.claim import ACTIVE, RunOutcome, job_dir
 from ttalkkac.jobs.commands import cancel_job, create_job, mark_enqueue_failed
 from ttalkkac.jobs.execution import adapter_name_for, run_job
 from ttalkkac.jobs.liveness import owner_alive, process_id
@@ -36,6 +36,7 @@ from ttalkkac.jobs.reporting import JobReporter
 __all__ = [
     "ACTIVE",
     "JobReporter",
+    "RunOutcome",
     "adapter_name_for",
     "cancel_job",
     "create_job",

@@ -1,7 +1,7 @@
 """Claiming a delivery and the status transitions of the worker side.
 
 ``claim_job`` takes a job for this process (``queued -> running``, or a takeover of a running
-job whose process is gone), or says why this delivery must not run it. ``fail`` and
+job whose process is gone), or says with a ``RunOutcome`` why this delivery must not run it. ``fail`` and
 ``finish_cancelled`` end a job; like every status change they are compare-and-set UPDATEs, so
 they do nothing to a job another party has already moved.
 """
@@ -9,6 +9,7 @@ they do nothing to a job another party has already moved.
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -25,30 +26,49 @@ ACTIVE = (JobStatus.running, JobStatus.cancelling)
 """The statuses in which a process owns the job (and may have been lost)."""
 
 
+class RunOutcome(StrEnum):
+    """How one delivery of a job ended; the values are what the worker logs and returns."""
+
+    missing = "missing"  # no such job in the store: the message is dropped
+    already_succeeded = "already succeeded"  # the job had ended: nothing to do
+    already_failed = "already failed"
+    already_cancelled = "already cancelled"
+    duplicate = "duplicate"  # a live process runs the job: this delivery is skipped
+    lost_race = "lost race"  # another delivery took the job first
+    cancelled = "cancelled"
+    failed = "failed"
+    succeeded = "succeeded"
+
+    @classmethod
+    def already(cls, status: JobStatus) -> RunOutcome:
+        """The outcome for a delivery of a job that has ended with a terminal ``status``."""
+        return cls(f"already {status.value}")
+
+
 def job_dir(settings: Settings, job_id: str) -> Path:
     """A job's folder (checkpoints, adapter, loss plot): recorded on the row when it starts."""
     return settings.jobs_dir / job_id
 
 
-def claim_job(db: Database, settings: Settings, job_id: str, me: str) -> TrainingJob | str:
-    """Take the job for this process, or say why not (a string outcome)."""
+def claim_job(db: Database, settings: Settings, job_id: str, me: str) -> TrainingJob | RunOutcome:
+    """Take the job for this process, or say why not."""
     with db.session() as session:
         job = crud.get_job(session, id=job_id, for_update=True)
         if job is None:
             logger.warning("[job %s] not in the store; dropping the message", job_id)
-            return "missing"
+            return RunOutcome.missing
         status = JobStatus(job.status)
         if status.terminal:
             logger.info("[job %s] already %s; nothing to do", job_id, status.value)
-            return f"already {status.value}"
+            return RunOutcome.already(status)
         previous = job.worker  # read now: the CAS below updates ``job`` in the session too
         requeued = is_requeued(previous)
         if status is JobStatus.cancelling and (requeued or not owner_alive(job, settings)):
             finish_cancelled(session, job_id, "cancelled (its worker was gone)")
-            return "cancelled"
+            return RunOutcome.cancelled
         if status in ACTIVE and not requeued and owner_alive(job, settings):
             logger.info("[job %s] running in %s; duplicate delivery skipped", job_id, job.worker)
-            return "duplicate"
+            return RunOutcome.duplicate
 
         now = utcnow()
         if status is JobStatus.queued:
@@ -68,7 +88,7 @@ def claim_job(db: Database, settings: Settings, job_id: str, me: str) -> Trainin
             give_up = give_up_reason(job, previous, settings)
             if give_up is not None:
                 fail(session, job_id, *give_up)
-                return "failed"
+                return RunOutcome.failed
             # Conditional on the old owner: two deliveries racing cannot both take the job over.
             moved = crud.transition_job(
                 session,
@@ -86,10 +106,10 @@ def claim_job(db: Database, settings: Settings, job_id: str, me: str) -> Trainin
                 else f"worker {previous} was lost; restarting the job"
             )
         if not moved:
-            return "lost race"
+            return RunOutcome.lost_race
         session.refresh(job)
         if job.worker != me:
-            return "lost race"
+            return RunOutcome.lost_race
         crud.append_event(
             session,
             job_id=job_id,

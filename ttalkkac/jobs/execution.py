@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ttalkkac.errors import Conflict, JobCancelled, NotFound
-from ttalkkac.jobs.claim import claim_job, fail, finish_cancelled, job_dir
+from ttalkkac.jobs.claim import RunOutcome, claim_job, fail, finish_cancelled, job_dir
 from ttalkkac.jobs.liveness import Heartbeat, process_id
 from ttalkkac.jobs.reporting import JobReporter
 from ttalkkac.settings import Settings
@@ -25,11 +25,11 @@ from ttalkkac.training.spec import TrainSpec
 logger = logging.getLogger(__name__)
 
 
-def run_job(db: Database, settings: Settings, job_id: str) -> str:
+def run_job(db: Database, settings: Settings, job_id: str) -> RunOutcome:
     """Run one delivery of a job to its end; returns the outcome. Never raises for job errors."""
     me = process_id()
     claimed = claim_job(db, settings, job_id, me)
-    if isinstance(claimed, str):
+    if isinstance(claimed, RunOutcome):
         return claimed
     job = claimed
     reporter = JobReporter(db, job_id)
@@ -40,7 +40,7 @@ def run_job(db: Database, settings: Settings, job_id: str) -> str:
 
 def _execute(
     db: Database, settings: Settings, job: TrainingJob, reporter: JobReporter, out_dir: Path
-) -> str:
+) -> RunOutcome:
     from ttalkkac.datasets import load_training_data
     from ttalkkac.training.trainer import train_lora
 
@@ -71,20 +71,20 @@ def _execute(
     except JobCancelled as exc:
         with db.session() as session:
             finish_cancelled(session, job_id, f"cancelled: {exc.message}")
-        return "cancelled"
+        return RunOutcome.cancelled
     except Exception as exc:
         logger.exception("[job %s] failed", job_id)
         detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
         message = getattr(exc, "message", None) or detail
         with db.session() as session:
             fail(session, job_id, type(exc).__name__, str(message)[:4000])
-        return "failed"
+        return RunOutcome.failed
 
     with db.session() as session:
         fresh = crud.get_job(session, id=job_id, for_update=True)
         if fresh is not None and fresh.status == JobStatus.cancelling:
             finish_cancelled(session, job_id, "cancelled as training finished; not registered")
-            return "cancelled"
+            return RunOutcome.cancelled
         name = _register(session, job, base_model, out_dir, results)
         moved = crud.transition_job(
             session,
@@ -103,7 +103,7 @@ def _execute(
             message=f"succeeded: adapter {name} registered",
             data={"adapter": name, "path": str(out_dir), **_summary(results)},
         )
-    return "succeeded"
+    return RunOutcome.succeeded
 
 
 def _resolve_base_model(job: TrainingJob, settings: Settings) -> str:

@@ -23,7 +23,7 @@ def test_cancel_queued_running_and_finished(
     queued, running, orphaned = new_job(db), new_job(db), new_job(db)
     with db.session() as s:
         assert jobs.cancel_job(s, id=queued).status == "cancelled"
-    assert jobs.run_job(db, settings, queued) == "already cancelled"
+    assert jobs.run_job(db, settings, queued) is jobs.RunOutcome.already_cancelled
     set_running(db, running, jobs.process_id())
     with db.session() as s:
         assert jobs.cancel_job(s, id=running).status == "cancelling"
