@@ -29,9 +29,8 @@ from app.metrics import (
     GENERATE_QUEUE_DEPTH,
     SERVING_MODE,
 )
-from ttalkkac.adapters import ref_from_row
+from ttalkkac.adapters import AdapterRef, ref_from_row
 from ttalkkac.errors import EngineUnavailable
-from ttalkkac.inference.base import AdapterRef
 from ttalkkac.inference.service import PlanGenerator
 from ttalkkac.inference.switcher import AdapterSwitcher
 from ttalkkac.settings import Settings

@@ -15,29 +15,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-
-@dataclass(frozen=True)
-class AdapterRef:
-    """A LoRA adapter ready to load: a safetensors folder that belongs to the served base."""
-
-    name: str
-    path: Path
-    base_model: str
-    rank: int
-    # Changes when the files change, so an engine reloads a rebuilt adapter under a new id.
-    fingerprint: str = ""
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.name, str(self.path), self.fingerprint)
-
-
-def adapter_key(adapter: AdapterRef | None) -> tuple[str, str, str] | None:
-    """What identifies the weights asked for: an adapter's key, None for the base model."""
-    return None if adapter is None else adapter.key
+from ttalkkac.adapters import AdapterRef
 
 
 @dataclass(frozen=True)

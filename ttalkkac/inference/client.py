@@ -20,7 +20,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar
 
-from ttalkkac.inference.base import AdapterRef
+from ttalkkac.adapters import AdapterRef, resolve_local_adapter
 from ttalkkac.inference.service import PlanGenerator, PlanResult
 from ttalkkac.meetings import Utterance
 from ttalkkac.plan import ProjectPlan
@@ -66,7 +66,6 @@ class TtalkkacInference:
         """Start the engine and resolve the adapter (idempotent); returns ``self``."""
         if self.generator is not None:
             return self
-        from ttalkkac.adapters import resolve_local_adapter
         from ttalkkac.inference.factory import build_generator, resolve_base_model
 
         base = self.base_model_arg or resolve_base_model(self.settings)

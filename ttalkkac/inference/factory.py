@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from ttalkkac.inference.base import AdapterRef, Engine
+from ttalkkac.adapters import AdapterRef
+from ttalkkac.inference.base import Engine
 from ttalkkac.inference.service import PlanGenerator
 from ttalkkac.settings import Settings
 

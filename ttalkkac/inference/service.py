@@ -38,6 +38,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ttalkkac.adapters import AdapterRef, adapter_key
 from ttalkkac.errors import (
     Conflict,
     EngineUnavailable,
@@ -45,13 +46,7 @@ from ttalkkac.errors import (
     InvalidInput,
     PayloadTooLarge,
 )
-from ttalkkac.inference.base import (
-    AdapterRef,
-    Engine,
-    EngineRequest,
-    EngineResult,
-    adapter_key,
-)
+from ttalkkac.inference.base import Engine, EngineRequest, EngineResult
 from ttalkkac.inference.schema import compact_json_schema
 from ttalkkac.meetings import CHUNK_CHARS, CHUNK_OVERLAP, Utterance, chunk_text, meeting_text
 from ttalkkac.plan import ProjectPlan, merge_plans

@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ttalkkac.inference.base import AdapterRef, Engine, adapter_key
+from ttalkkac.adapters import AdapterRef, adapter_key
+from ttalkkac.inference.base import Engine
 from ttalkkac.inference.merge import ensure_merged
 from ttalkkac.inference.service import PlanGenerator
 

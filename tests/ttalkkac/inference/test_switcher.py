@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ttalkkac.adapters import ref_from_dir
+from ttalkkac.adapters import AdapterRef, ref_from_dir
 from ttalkkac.errors import Conflict, EngineUnavailable
-from ttalkkac.inference.base import AdapterRef
 from ttalkkac.inference.hf_engine import TransformersEngine
 from ttalkkac.inference.service import PlanGenerator
 from ttalkkac.inference.switcher import AdapterSwitcher
