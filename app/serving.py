@@ -3,7 +3,7 @@
 The engine loads in a background task so that ``/health`` answers at once and ``/ready`` turns
 true when the engine can generate; until then ``/generate`` answers 503 with Retry-After.
 
-Serving modes (SERVING_MODE, ``ttalkkac.inference.factory.resolve_serving_mode``):
+Serving modes (SERVING_MODE, ``ttalkkac.hardware.resolve_serving_mode``):
 - ``lora``: the engine serves the base weights; every adapter, the active one included, is
   applied per request (vLLM loads an adapter on first use).
 - ``merged``: the engine serves the active adapter merged into the weights; an
@@ -31,6 +31,7 @@ from app.metrics import (
 )
 from ttalkkac.adapters import AdapterRef, ref_from_row
 from ttalkkac.errors import EngineUnavailable
+from ttalkkac.hardware import choose_base_model, resolve_serving_mode
 from ttalkkac.inference.service import PlanGenerator
 from ttalkkac.inference.switcher import AdapterSwitcher
 from ttalkkac.settings import Settings
@@ -41,12 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 async def start_serving(app: FastAPI) -> None:
-    from ttalkkac.inference.factory import (
-        build_engine,
-        build_generator,
-        default_base_model,
-        resolve_serving_mode,
-    )
+    from ttalkkac.inference.factory import build_engine, build_generator
 
     settings: Settings = app.state.settings
     generator: PlanGenerator | None = getattr(app.state, "generator", None)
@@ -63,7 +59,8 @@ async def start_serving(app: FastAPI) -> None:
         app.state.generator = generator
         app.state.serving_mode = mode
         if mode == "merged":
-            base, prepare = default_base_model(settings)
+            choice = choose_base_model(settings)
+            base = choice.model
             app.state.switcher = AdapterSwitcher(
                 generator,
                 base_model=base,
@@ -75,7 +72,7 @@ async def start_serving(app: FastAPI) -> None:
                     merged_adapter=adapter,
                 ),
                 read_active=partial(read_active_adapter, app.state.db, settings, base),
-                prepare_base=prepare,
+                prepare_base=choice.prepare,
                 sync_interval_s=settings.adapter_sync_interval_s,
                 on_switch=_record_switch,
             )

@@ -568,7 +568,7 @@ def run_generation_bench(
     from transformers import AutoTokenizer
 
     from bench.data import generation_meetings
-    from ttalkkac.inference.factory import resolve_serving_dtype
+    from ttalkkac.hardware import resolve_serving_dtype
 
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:

@@ -21,6 +21,7 @@ from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar
 
 from ttalkkac.adapters import AdapterRef, resolve_local_adapter
+from ttalkkac.hardware import resolve_base_model
 from ttalkkac.inference.service import PlanGenerator, PlanResult
 from ttalkkac.meetings import Utterance
 from ttalkkac.plan import ProjectPlan
@@ -66,7 +67,7 @@ class TtalkkacInference:
         """Start the engine and resolve the adapter (idempotent); returns ``self``."""
         if self.generator is not None:
             return self
-        from ttalkkac.inference.factory import build_generator, resolve_base_model
+        from ttalkkac.inference.factory import build_generator
 
         base = self.base_model_arg or resolve_base_model(self.settings)
         self.adapter = resolve_local_adapter(
