@@ -11,6 +11,9 @@ Serving modes (SERVING_MODE, ``ttalkkac.hardware.resolve_serving_mode``):
 
 A test (or an embedding program) may put its own ``PlanGenerator`` on ``app.state.generator``
 before start-up: it is used as is, and not stopped at shutdown (its owner stops it).
+
+The generator's engines (``generator.engines``, an ``EngineHost``) are what the switcher swaps
+and what ``/ready`` reports on.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ async def start_serving(app: FastAPI) -> None:
             choice = choose_base_model(settings)
             base = choice.model
             app.state.switcher = AdapterSwitcher(
-                generator,
+                generator.engines,
                 base_model=base,
                 build_engine=lambda weights, adapter: build_engine(
                     settings,
@@ -79,7 +82,7 @@ async def start_serving(app: FastAPI) -> None:
     logger.info("serving mode: %s", app.state.serving_mode)
     SERVING_MODE.labels(app.state.serving_mode).set(1)
     GENERATE_QUEUE_DEPTH.set_function(generator.waiting)
-    if generator.state == "created":
+    if generator.engines.state == "created":
         app.state.serving_task = asyncio.create_task(
             _start(generator, app.state.switcher, app.state.serving_mode)
         )
@@ -104,9 +107,9 @@ async def _start(generator: PlanGenerator, switcher: AdapterSwitcher | None, mod
             await switcher.prepare()
         await generator.start()
     except Exception as exc:  # logged; /ready reports the error
-        if generator.state != "failed":  # the base model could not be prepared
+        if generator.engines.state != "failed":  # the base model could not be prepared
             logger.exception("serving could not start")
-            generator.state, generator.error = "failed", f"{type(exc).__name__}: {exc}"
+            generator.engines.mark_failed(exc)
         return
     ENGINE_READY.labels(generator.engine.name, mode).set(1)
     if switcher is not None:

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from ttalkkac.adapters import AdapterRef
     from ttalkkac.inference.base import Engine, EngineRequest, EngineResult
     from ttalkkac.inference.client import TtalkkacInference
+    from ttalkkac.inference.engines import EngineHost
     from ttalkkac.inference.service import PlanGenerator, PlanResult
 
 _EXPORTS = {
@@ -18,6 +19,7 @@ _EXPORTS = {
     "Engine": "ttalkkac.inference.base",
     "EngineRequest": "ttalkkac.inference.base",
     "EngineResult": "ttalkkac.inference.base",
+    "EngineHost": "ttalkkac.inference.engines",
     "PlanGenerator": "ttalkkac.inference.service",
     "PlanResult": "ttalkkac.inference.service",
     "TtalkkacInference": "ttalkkac.inference.client",
@@ -26,6 +28,7 @@ _EXPORTS = {
 __all__ = [
     "AdapterRef",
     "Engine",
+    "EngineHost",
     "EngineRequest",
     "EngineResult",
     "PlanGenerator",

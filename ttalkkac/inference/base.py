@@ -2,13 +2,13 @@
 
 An engine turns one rendered prompt (token ids) into one completion, decoded under the plan's
 JSON schema, optionally through a LoRA adapter. It batches concurrent calls itself: callers
-simply ``await engine.generate(request)`` from many tasks at once. Everything above it (prompt
-rendering, chunking, validation, retries, admission) lives in ``service.PlanGenerator`` and is
-the same for every engine.
+simply ``await engine.generate(request)`` from many tasks at once. Everything above it is the
+same for every engine: starting, swapping and routing engines in ``engines.EngineHost``,
+validation and retries in ``retry``, admission, chunking and merge in ``service.PlanGenerator``.
 
-Engines are swappable at run time (merged serving): ``PlanGenerator`` reads its engine through
-one attribute, so a new engine can be started beside the old one and swapped in atomically
-while requests already inside the old engine finish there.
+Engines are swappable at run time (merged serving): ``EngineHost`` holds the serving engine in
+one attribute and leases it per request, so a new engine can be started beside the old one and
+swapped in atomically while requests already inside the old engine finish there.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ class TtalkkacInference:
             self.adapter_arg, self.settings, served_base_model=base
         )
         generator = build_generator(self.settings, base_model=base, kind=self.engine_kind)
-        generator.warmup_enabled = False
+        generator.engines.warmup_enabled = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="ttalkkac-inference", daemon=True

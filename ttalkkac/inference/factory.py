@@ -16,6 +16,7 @@ from ttalkkac.hardware import ServingMode, choose_base_model, resolve_serving_dt
 # jobs imports it from ``ttalkkac.hardware`` (the worker then no longer loads this module).
 from ttalkkac.hardware import resolve_base_model as resolve_base_model
 from ttalkkac.inference.base import Engine
+from ttalkkac.inference.engines import EngineHost
 from ttalkkac.inference.service import PlanGenerator
 from ttalkkac.settings import Settings
 
@@ -89,7 +90,10 @@ def build_generator(
     kind: EngineKind | None = None,
     mode: ServingMode = "lora",
 ) -> PlanGenerator:
-    """The generator; in merged mode with ENABLE_LORA, with its LoRA engine (started on demand)."""
+    """The generator and its ``EngineHost``.
+
+    In merged mode with ENABLE_LORA the host also gets a LoRA engine, started on demand.
+    """
     engine = engine or build_engine(settings, base_model=base_model, kind=kind, mode=mode)
     build_lora_engine = None
     if mode == "merged" and settings.enable_lora:
@@ -97,4 +101,5 @@ def build_generator(
         def build_lora_engine() -> Engine:
             return build_engine(settings, base_model=base_model, kind=kind, mode="lora")
 
-    return PlanGenerator.from_settings(engine, settings, build_lora_engine=build_lora_engine)
+    engines = EngineHost(engine, warmup=settings.warmup, build_lora_engine=build_lora_engine)
+    return PlanGenerator.from_settings(engines, settings)

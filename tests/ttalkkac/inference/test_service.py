@@ -1,4 +1,7 @@
-"""PlanGenerator on the real transformers engine (tiny model): validation, retry, chunks, limits."""
+"""PlanGenerator on the real transformers engine (tiny model): validation, retry, chunks, limits.
+
+Starting, swapping and routing engines is ``EngineHost``'s: ``test_engines.py``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import pytest
 from ttalkkac.adapters import ref_from_dir
 from ttalkkac.errors import EngineUnavailable, GenerationInvalid, InvalidInput, PayloadTooLarge
 from ttalkkac.inference.base import EngineRequest, EngineResult
+from ttalkkac.inference.engines import EngineHost
 from ttalkkac.inference.hf_engine import TransformersEngine
 from ttalkkac.inference.service import PlanGenerator
 from ttalkkac.plan import ProjectPlan
@@ -30,8 +34,8 @@ def engine(terse_model_dir: Path) -> Iterator[TransformersEngine]:
 
 
 def generator(engine, **options) -> PlanGenerator:
-    gen = PlanGenerator(engine, default_max_tokens=256, warmup=False, **options)
-    gen.state = "ready"  # the module's engine is already started
+    gen = PlanGenerator(EngineHost(engine, warmup=False), default_max_tokens=256, **options)
+    gen.engines.state = "ready"  # the module's engine is already started
     return gen
 
 
@@ -88,7 +92,7 @@ def test_answer_cut_off_at_max_tokens_is_retried_as_a_compact_plan(tiny_model_di
     engine = TransformersEngine(str(tiny_model_dir), max_model_len=2048, dtype="float32")
 
     async def scenario():
-        gen = PlanGenerator(engine, warmup=False)
+        gen = PlanGenerator(EngineHost(engine, warmup=False))
         await gen.start()
         try:
             return await gen.generate(MEETING, max_tokens=700, temperature=0, seed=3)
@@ -150,27 +154,3 @@ def test_meeting_checks(engine) -> None:
         asyncio.run(gen.generate([{"speaker": "A"}]))
     with pytest.raises(PayloadTooLarge, match="1,000"):
         asyncio.run(gen.generate("가" * 1001))
-
-
-def test_engine_swap_is_atomic(engine, terse_model_dir: Path) -> None:
-    """Issue 7's switch: requests in flight finish on the old engine, new ones use the new."""
-    old = TransformersEngine(str(terse_model_dir), max_model_len=2048, dtype="float32")
-    new = TransformersEngine(str(terse_model_dir), max_model_len=2048, dtype="float32")
-
-    async def scenario():
-        gen = PlanGenerator(old, default_max_tokens=256, warmup=False)
-        await gen.start()
-        in_flight = [asyncio.create_task(gen.generate(MEETING)) for _ in range(3)]
-        await asyncio.sleep(0.05)
-        swap = asyncio.create_task(gen.swap_engine(new))
-        results = await asyncio.gather(*in_flight)
-        await swap
-        after = await gen.generate(MEETING)
-        await gen.stop()
-        return gen, results, after
-
-    gen, results, after = asyncio.run(scenario())
-    assert all(isinstance(r.plan, ProjectPlan) for r in results)
-    assert isinstance(after.plan, ProjectPlan)
-    assert gen.engine is new and not old.ready
-    assert old.batches >= 1 and new.batches >= 1
