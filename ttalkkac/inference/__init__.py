@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from ttalkkac.inference.base import Engine, EngineRequest, EngineResult
     from ttalkkac.inference.client import TtalkkacInference
     from ttalkkac.inference.engines import EngineHost
+    from ttalkkac.inference.retry import PlanValidity
     from ttalkkac.inference.service import PlanGenerator, PlanResult
 
 _EXPORTS = {
@@ -22,6 +23,7 @@ _EXPORTS = {
     "EngineHost": "ttalkkac.inference.engines",
     "PlanGenerator": "ttalkkac.inference.service",
     "PlanResult": "ttalkkac.inference.service",
+    "PlanValidity": "ttalkkac.inference.retry",
     "TtalkkacInference": "ttalkkac.inference.client",
 }
 
@@ -33,6 +35,7 @@ __all__ = [
     "EngineResult",
     "PlanGenerator",
     "PlanResult",
+    "PlanValidity",
     "TtalkkacInference",
 ]
 

@@ -7,12 +7,15 @@ an answer that fails is retried once with another seed, at a temperature of at l
 (``ttalkkac.inference.schema.compact_json_schema``), which no answer can overrun, so a model that
 loops inside a string or a small budget still ends in a plan. Two failures are
 ``GenerationInvalid`` with both attempts described; an unvalidated plan is never returned.
+Which of these paths a plan took is its ``PlanValidity``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,6 +32,26 @@ logger = logging.getLogger(__name__)
 RETRY_MIN_TEMPERATURE = 0.3  # a retry at temperature 0 would repeat the failed answer
 
 
+class PlanValidity(StrEnum):
+    """How a plan came to validate, from best to worst (the order ``worst`` ranks by).
+
+    An evaluation tells a model that answers valid plans from one that is rescued by the retry:
+    ``retried`` is a second answer with another seed, ``compact`` an answer under the compact
+    schema (fewer items, shorter texts) after the first was cut off at ``max_tokens``.
+    """
+
+    first_try = "first_try"
+    retried = "retried"
+    compact = "compact"
+
+    @classmethod
+    def worst(cls, values: Iterable[PlanValidity]) -> PlanValidity:
+        """The worst of ``values`` (a merged plan is as good as its worst chunk)."""
+        # Declaration order, not the values' alphabetical one ("compact" < "first_try").
+        order = list(cls)
+        return max(values, key=order.index)
+
+
 @dataclass
 class ChunkOutcome:
     """A chunk's validated plan and what it took (tokens over every attempt, retries)."""
@@ -38,6 +61,7 @@ class ChunkOutcome:
     completion_tokens: int = 0
     queue_ms: float = 0.0
     retries: int = 0
+    validity: PlanValidity = PlanValidity.first_try
     warnings: list[str] = field(default_factory=list)
 
 
@@ -100,6 +124,7 @@ async def generate_chunk(
             continue
         outcome.retries = len(failures)
         if failures:
+            outcome.validity = PlanValidity.compact if schema is not None else PlanValidity.retried
             where = f"{label}: " if label else ""
             how = (
                 "a compact plan (fewer items, shorter texts) that fits max_tokens"

@@ -31,7 +31,7 @@ from ttalkkac.adapters import AdapterRef
 from ttalkkac.errors import EngineUnavailable, InvalidInput, PayloadTooLarge
 from ttalkkac.inference.base import Engine
 from ttalkkac.inference.engines import EngineHost
-from ttalkkac.inference.retry import generate_chunk
+from ttalkkac.inference.retry import PlanValidity, generate_chunk
 from ttalkkac.meetings import CHUNK_CHARS, CHUNK_OVERLAP, Utterance, chunk_text, meeting_text
 from ttalkkac.plan import ProjectPlan, merge_plans
 from ttalkkac.prompts import render_prompt
@@ -52,6 +52,8 @@ class PlanResult:
     chunks: int
     warnings: list[str] = field(default_factory=list)
     retries: int = 0
+    # The worst over chunks: every chunk valid on its first answer, or some only after a retry.
+    validity: PlanValidity = PlanValidity.first_try
 
 
 class PlanGenerator:
@@ -198,6 +200,7 @@ class PlanGenerator:
             chunks=len(chunks),
             warnings=warnings,
             retries=sum(o.retries for o in outcomes),
+            validity=PlanValidity.worst(o.validity for o in outcomes),
         )
 
     def _retry_after(self) -> int:

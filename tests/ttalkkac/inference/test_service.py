@@ -17,6 +17,7 @@ from ttalkkac.errors import EngineUnavailable, GenerationInvalid, InvalidInput, 
 from ttalkkac.inference.base import EngineRequest, EngineResult
 from ttalkkac.inference.engines import EngineHost
 from ttalkkac.inference.hf_engine import TransformersEngine
+from ttalkkac.inference.retry import PlanValidity
 from ttalkkac.inference.service import PlanGenerator
 from ttalkkac.plan import ProjectPlan
 
@@ -49,6 +50,7 @@ def test_plan_with_and_without_adapter(engine, tiny_adapters) -> None:
         assert isinstance(result.plan, ProjectPlan)
         assert result.engine == "transformers" and result.chunks == 1
         assert result.usage["completion_tokens"] > 0 and result.retries == 0
+        assert result.validity is PlanValidity.first_try
     assert plain.adapter is None and adapted.adapter == adapter.name
     assert adapter.name in engine.loaded_adapters()
 
@@ -81,7 +83,8 @@ def test_invalid_answer_is_retried_once_with_another_seed(engine) -> None:
     flaky = FirstAnswerCut(engine)
     gen = generator(flaky)
     result = asyncio.run(gen.generate(MEETING, temperature=0, seed=11))
-    assert result.retries == 1
+    # No compact plan fits 256 tokens: a plain retry, although the first answer was cut.
+    assert result.retries == 1 and result.validity is PlanValidity.retried
     assert [c.seed for c in flaky.calls] == [11, 12]
     assert flaky.calls[1].temperature >= 0.3  # greedy decoding would repeat the failure
     assert any("retried with seed 12" in w for w in result.warnings)
@@ -101,6 +104,7 @@ def test_answer_cut_off_at_max_tokens_is_retried_as_a_compact_plan(tiny_model_di
 
     result = asyncio.run(scenario())
     assert isinstance(result.plan, ProjectPlan) and result.retries == 1
+    assert result.validity is PlanValidity.compact
     assert "cut off at max_tokens (700 tokens)" in result.warnings[0]
     assert "compact plan" in result.warnings[0]
     assert result.usage["completion_tokens"] > 700  # the cut answer, then the compact one
@@ -154,3 +158,11 @@ def test_meeting_checks(engine) -> None:
         asyncio.run(gen.generate([{"speaker": "A"}]))
     with pytest.raises(PayloadTooLarge, match="1,000"):
         asyncio.run(gen.generate("가" * 1001))
+
+
+def test_validity_of_a_merged_plan_is_its_worst_chunk() -> None:
+    first, retried, compact = PlanValidity.first_try, PlanValidity.retried, PlanValidity.compact
+    assert PlanValidity.worst([first, first]) is first
+    assert PlanValidity.worst([first, retried, first]) is retried
+    assert PlanValidity.worst([compact, retried, first]) is compact  # not alphabetical
+    assert compact == "compact"  # serializes as its name
