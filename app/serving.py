@@ -3,7 +3,7 @@
 The engine loads in a background task so that ``/health`` answers at once and ``/ready`` turns
 true when the engine can generate; until then ``/generate`` answers 503 with Retry-After.
 
-Serving modes (SERVING_MODE, ``ttalkkac.inference.factory.resolve_serving_mode``):
+Serving modes (SERVING_MODE, ``ttalkkac.hardware.resolve_serving_mode``):
 - ``lora``: the engine serves the base weights; every adapter, the active one included, is
   applied per request (vLLM loads an adapter on first use).
 - ``merged``: the engine serves the active adapter merged into the weights; an
@@ -11,6 +11,9 @@ Serving modes (SERVING_MODE, ``ttalkkac.inference.factory.resolve_serving_mode``
 
 A test (or an embedding program) may put its own ``PlanGenerator`` on ``app.state.generator``
 before start-up: it is used as is, and not stopped at shutdown (its owner stops it).
+
+The generator's engines (``generator.engines``, an ``EngineHost``) are what the switcher swaps
+and what ``/ready`` reports on.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ from app.metrics import (
     GENERATE_QUEUE_DEPTH,
     SERVING_MODE,
 )
-from ttalkkac.adapters import ref_from_row
+from ttalkkac.adapters import AdapterRef, ref_from_row
 from ttalkkac.errors import EngineUnavailable
-from ttalkkac.inference.base import AdapterRef
+from ttalkkac.hardware import choose_base_model, resolve_serving_mode
 from ttalkkac.inference.service import PlanGenerator
 from ttalkkac.inference.switcher import AdapterSwitcher
 from ttalkkac.settings import Settings
@@ -42,12 +45,7 @@ logger = logging.getLogger(__name__)
 
 
 async def start_serving(app: FastAPI) -> None:
-    from ttalkkac.inference.factory import (
-        build_engine,
-        build_generator,
-        default_base_model,
-        resolve_serving_mode,
-    )
+    from ttalkkac.inference.factory import build_engine, build_generator
 
     settings: Settings = app.state.settings
     generator: PlanGenerator | None = getattr(app.state, "generator", None)
@@ -64,9 +62,10 @@ async def start_serving(app: FastAPI) -> None:
         app.state.generator = generator
         app.state.serving_mode = mode
         if mode == "merged":
-            base, prepare = default_base_model(settings)
+            choice = choose_base_model(settings)
+            base = choice.model
             app.state.switcher = AdapterSwitcher(
-                generator,
+                generator.engines,
                 base_model=base,
                 build_engine=lambda weights, adapter: build_engine(
                     settings,
@@ -76,14 +75,14 @@ async def start_serving(app: FastAPI) -> None:
                     merged_adapter=adapter,
                 ),
                 read_active=partial(read_active_adapter, app.state.db, settings, base),
-                prepare_base=prepare,
+                prepare_base=choice.prepare,
                 sync_interval_s=settings.adapter_sync_interval_s,
                 on_switch=_record_switch,
             )
     logger.info("serving mode: %s", app.state.serving_mode)
     SERVING_MODE.labels(app.state.serving_mode).set(1)
     GENERATE_QUEUE_DEPTH.set_function(generator.waiting)
-    if generator.state == "created":
+    if generator.engines.state == "created":
         app.state.serving_task = asyncio.create_task(
             _start(generator, app.state.switcher, app.state.serving_mode)
         )
@@ -108,9 +107,9 @@ async def _start(generator: PlanGenerator, switcher: AdapterSwitcher | None, mod
             await switcher.prepare()
         await generator.start()
     except Exception as exc:  # logged; /ready reports the error
-        if generator.state != "failed":  # the base model could not be prepared
+        if generator.engines.state != "failed":  # the base model could not be prepared
             logger.exception("serving could not start")
-            generator.state, generator.error = "failed", f"{type(exc).__name__}: {exc}"
+            generator.engines.mark_failed(exc)
         return
     ENGINE_READY.labels(generator.engine.name, mode).set(1)
     if switcher is not None:

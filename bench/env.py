@@ -31,7 +31,7 @@ _FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16
 
 def cpu_info() -> dict[str, Any]:
     """Model name, logical cores and the SIMD flags that decide CPU kernel speed."""
-    from ttalkkac.inference.factory import cpu_flags
+    from ttalkkac.hardware import cpu_flags
 
     model = platform.processor() or ""
     try:

@@ -185,6 +185,7 @@ def _build_engine(
 async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
     from ttalkkac.adapters import ref_from_dir
     from ttalkkac.errors import GenerationInvalid
+    from ttalkkac.inference.engines import EngineHost
     from ttalkkac.inference.service import PlanGenerator
     from ttalkkac.inference.switcher import AdapterSwitcher
 
@@ -204,7 +205,10 @@ async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
         engine = _build_engine(kind, cfg)
         # The service's own defaults (temperature, repetition penalty, ...): what /generate
         # callers get. The answer budget, admission limit and engine sizes are the benchmark's.
-        generator = PlanGenerator.from_settings(engine, _settings(cfg))
+        settings = _settings(cfg)
+        generator = PlanGenerator.from_settings(
+            EngineHost(engine, warmup=settings.warmup), settings
+        )
         started = time.perf_counter()
         await generator.start()
         out["start_s"] = round(time.perf_counter() - started, 2)
@@ -213,7 +217,7 @@ async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
             # The product's activation path: merge, start an engine on the merged weights,
             # swap it in (the base engine keeps serving meanwhile).
             switcher = AdapterSwitcher(
-                generator,
+                generator.engines,
                 base_model=cfg["model"],
                 build_engine=lambda weights, ref: _build_engine(kind, cfg, weights, ref),
                 read_active=lambda: adapter,
@@ -568,7 +572,7 @@ def run_generation_bench(
     from transformers import AutoTokenizer
 
     from bench.data import generation_meetings
-    from ttalkkac.inference.factory import resolve_serving_dtype
+    from ttalkkac.hardware import resolve_serving_dtype
 
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:

@@ -1,5 +1,9 @@
 """Which adapter serves a request: names from the registry, checked before any engine sees them.
 
+``AdapterRef`` (an adapter checked and ready to load) is defined here, beside the checks that
+make one, and the engines import it from here: the registry does not depend on the inference
+layer, which depends on the registry.
+
 - Names are read from the store's adapter registry at request time, so an adapter registered
   while the service runs is usable at once (the engine loads it on first use).
 - ``adapter`` omitted or null: the active adapter, else the base model. The reserved name
@@ -21,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -28,7 +33,6 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ttalkkac.errors import Conflict, InvalidInput, NotFound
-from ttalkkac.inference.base import AdapterRef
 from ttalkkac.settings import Settings
 from ttalkkac.store import crud
 
@@ -37,6 +41,27 @@ logger = logging.getLogger(__name__)
 BASE = "base"  # reserved adapter name: the base model without any adapter
 WEIGHTS_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """A LoRA adapter ready to load: a safetensors folder that belongs to the served base."""
+
+    name: str
+    path: Path
+    base_model: str
+    rank: int
+    # Changes when the files change, so an engine reloads a rebuilt adapter under a new id.
+    fingerprint: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.name, str(self.path), self.fingerprint)
+
+
+def adapter_key(adapter: AdapterRef | None) -> tuple[str, str, str] | None:
+    """What identifies the weights asked for: an adapter's key, None for the base model."""
+    return None if adapter is None else adapter.key
 
 
 def read_adapter_dir(path: Path | str) -> dict[str, Any]:

@@ -53,20 +53,21 @@ def ready(request: Request, db: DatabaseDep) -> JSONResponse:
             max_waiting_requests=0,
         )
     else:
-        engine = generator.engine
+        engines = generator.engines
+        engine = engines.engine
         body = ReadyPublic(
-            ready=generator.ready,
-            state=generator.status(),
+            ready=engines.ready,
+            state=engines.status(),
             engine=engine.name,
             mode=mode,
             base_model=engine.base_model,
             active_adapter=active,
             **(switcher.status() if switcher is not None else {}),
-            lora_engine=generator.lora_engine_status(),
-            loaded_adapters=generator.loaded_adapters(),
+            lora_engine=engines.lora_engine_status(),
+            loaded_adapters=engines.loaded_adapters(),
             waiting=generator.waiting(),
             max_waiting_requests=generator.max_waiting_requests,
-            error=generator.error,
+            error=engines.error,
         )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
 
@@ -78,7 +79,7 @@ def metrics(request: Request) -> Response:
         merged = switcher.merged_adapter
         MERGED_ADAPTER.clear()
         MERGED_ADAPTER.labels(merged.name if merged else "base").set(1)
-        lora_engine = switcher.generator.lora_engine
+        lora_engine = switcher.engines.lora_engine
         if lora_engine is not None:
             ENGINE_READY.labels(lora_engine.name, "lora").set(int(lora_engine.ready))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

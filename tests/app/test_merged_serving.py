@@ -69,7 +69,7 @@ def test_other_adapters_and_the_base_are_served_by_the_lora_engine(merged_client
         ProjectPlan.model_validate(response.json()["plan"])
     generator = merged_client.app.state.generator
     assert not generator.engine.enable_lora and generator.engine.loaded_adapters() == ["a"]
-    assert generator.lora_engine.loaded_adapters() == ["b"]
+    assert generator.engines.lora_engine.loaded_adapters() == ["b"]
     ready = merged_client.get("/ready").json()
     assert ready["lora_engine"] == "ready" and set(ready["loaded_adapters"]) == {"a", "b"}
     metrics = merged_client.get("/metrics").text
@@ -78,7 +78,7 @@ def test_other_adapters_and_the_base_are_served_by_the_lora_engine(merged_client
 
 def test_activation_switches_the_engine_under_load_losing_nothing(merged_client) -> None:
     first_engine = merged_client.app.state.generator.engine
-    lora_engine = merged_client.app.state.generator.lora_engine
+    lora_engine = merged_client.app.state.generator.engines.lora_engine
     answers: list[tuple[str | None, int, dict]] = []
     stop = threading.Event()
     asked = ["a", "b", None, "base"]
@@ -128,7 +128,8 @@ def test_activation_switches_the_engine_under_load_losing_nothing(merged_client)
             assert body["adapter"] == adapter
     generator = merged_client.app.state.generator
     assert generator.engine is not first_engine and not first_engine.ready
-    assert generator.lora_engine is lora_engine and lora_engine.ready  # untouched by the switch
+    # The LoRA engine is untouched by the switch.
+    assert generator.engines.lora_engine is lora_engine and lora_engine.ready
     assert generator.engine.weights.endswith("b.merged")
     assert ready["last_switch_s"] > 0
     assert 'ttalkkac_adapter_switches_total{outcome="ok"} 1.0' in merged_client.get("/metrics").text

@@ -186,7 +186,7 @@ def train(
         console.print(f"[red]{exc.message}[/]")
         raise typer.Exit(1) from exc
     if base_model is None:
-        from ttalkkac.inference.factory import resolve_base_model
+        from ttalkkac.hardware import resolve_base_model
 
         base_model = resolve_base_model(get_settings())
     out = out or default_out_dir(base_model)

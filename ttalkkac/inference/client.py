@@ -20,7 +20,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar
 
-from ttalkkac.inference.base import AdapterRef
+from ttalkkac.adapters import AdapterRef, resolve_local_adapter
+from ttalkkac.hardware import resolve_base_model
 from ttalkkac.inference.service import PlanGenerator, PlanResult
 from ttalkkac.meetings import Utterance
 from ttalkkac.plan import ProjectPlan
@@ -66,15 +67,14 @@ class TtalkkacInference:
         """Start the engine and resolve the adapter (idempotent); returns ``self``."""
         if self.generator is not None:
             return self
-        from ttalkkac.adapters import resolve_local_adapter
-        from ttalkkac.inference.factory import build_generator, resolve_base_model
+        from ttalkkac.inference.factory import build_generator
 
         base = self.base_model_arg or resolve_base_model(self.settings)
         self.adapter = resolve_local_adapter(
             self.adapter_arg, self.settings, served_base_model=base
         )
         generator = build_generator(self.settings, base_model=base, kind=self.engine_kind)
-        generator.warmup_enabled = False
+        generator.engines.warmup_enabled = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="ttalkkac-inference", daemon=True

@@ -29,8 +29,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ttalkkac.adapters import AdapterRef
 from ttalkkac.errors import EngineUnavailable, InvalidInput
-from ttalkkac.inference.base import AdapterRef, EngineRequest, EngineResult
+from ttalkkac.inference.base import EngineRequest, EngineResult
 from ttalkkac.inference.schema import engine_json_schema
 
 logger = logging.getLogger(__name__)

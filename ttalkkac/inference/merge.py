@@ -23,8 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ttalkkac.adapters import WEIGHTS_FILE
-from ttalkkac.inference.base import AdapterRef
+from ttalkkac.adapters import WEIGHTS_FILE, AdapterRef
 from ttalkkac.locks import file_lock
 
 logger = logging.getLogger(__name__)

@@ -1,27 +1,18 @@
 """``PlanGenerator``: meeting in, validated ``ProjectPlan`` out, on any engine.
 
-Per request: meeting -> prompt text -> token count -> chunks when the prompt and the answer do not
-fit the engine's context -> one generation per chunk (concurrently; the engine batches them) ->
-``ProjectPlan.model_validate_json`` -> on failure one retry with another seed (an answer cut off at
-``max_tokens`` is retried under the compact plan schema, which cannot be cut off:
-``ttalkkac.inference.schema.compact_json_schema``) -> merge of the chunk plans
-(``ttalkkac.plan.merge_plans``). A plan that never validates is ``GenerationInvalid`` (502)
-with what failed; an unvalidated plan is never returned.
+Per request: admission -> meeting -> prompt text -> token count -> chunks when the prompt and
+the answer do not fit the engine's context -> one validated plan per chunk (concurrently; the
+engine batches them; ``ttalkkac.inference.retry`` validates and retries each) -> merge of the
+chunk plans (``ttalkkac.plan.merge_plans``). A plan that never validates is ``GenerationInvalid``
+(502) with what failed; an unvalidated plan is never returned.
 
 Admission is bounded: past ``max_waiting_requests`` requests inside the generator, new ones get
 ``EngineUnavailable`` with a ``retry_after_s`` estimate (503 + Retry-After) instead of queueing
 without bound.
 
-The engine is held behind one attribute and leased per request, so ``swap_engine`` can replace it
-atomically (merged serving, ``ttalkkac.inference.switcher``): new requests go to the new engine,
-requests already leased finish on the old one, which is stopped once its last lease is returned.
-
-Merged serving routes by adapter: an engine whose weights have an adapter merged in
-(``engine.merged_adapter``) runs without LoRA and serves exactly that adapter (or, on the base
-weights, the base model). Any other adapter, and the base model while an adapter is merged, go to
-the LoRA engine: the base weights with per-request LoRA, started on the first such request (when
-configured; else ``Conflict``). It serves base + adapter whatever is merged, so a switch leaves it
-alone.
+Engines are not this module's: ``ttalkkac.inference.engines.EngineHost`` starts, swaps and
+restarts them and routes adapters; each request leases the engine that serves its adapter for
+as long as it runs, so a swap never stops an engine under a request.
 """
 
 from __future__ import annotations
@@ -31,28 +22,16 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from ttalkkac.errors import (
-    Conflict,
-    EngineUnavailable,
-    GenerationInvalid,
-    InvalidInput,
-    PayloadTooLarge,
-)
-from ttalkkac.inference.base import (
-    AdapterRef,
-    Engine,
-    EngineRequest,
-    EngineResult,
-    adapter_key,
-)
-from ttalkkac.inference.schema import compact_json_schema
+from ttalkkac.adapters import AdapterRef
+from ttalkkac.errors import EngineUnavailable, InvalidInput, PayloadTooLarge
+from ttalkkac.inference.base import Engine
+from ttalkkac.inference.engines import EngineHost
+from ttalkkac.inference.retry import PlanValidity, generate_chunk
 from ttalkkac.meetings import CHUNK_CHARS, CHUNK_OVERLAP, Utterance, chunk_text, meeting_text
 from ttalkkac.plan import ProjectPlan, merge_plans
 from ttalkkac.prompts import render_prompt
@@ -60,8 +39,6 @@ from ttalkkac.prompts import render_prompt
 logger = logging.getLogger(__name__)
 
 MIN_CHUNK_CHARS = 1200
-RETRY_MIN_TEMPERATURE = 0.3  # a retry at temperature 0 would repeat the failed answer
-WARMUP_MEETING = "[00:01] Speaker_A: 다음 주까지 시장 조사를 마치겠습니다."
 
 
 @dataclass
@@ -75,191 +52,63 @@ class PlanResult:
     chunks: int
     warnings: list[str] = field(default_factory=list)
     retries: int = 0
-
-
-@dataclass
-class _ChunkOutcome:
-    plan: ProjectPlan
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    queue_ms: float = 0.0
-    retries: int = 0
-    warnings: list[str] = field(default_factory=list)
+    # The worst over chunks: every chunk valid on its first answer, or some only after a retry.
+    validity: PlanValidity = PlanValidity.first_try
 
 
 class PlanGenerator:
+    """Admission, chunking and merge over the engines of ``engines``."""
+
     def __init__(
         self,
-        engine: Engine,
+        engines: EngineHost,
         *,
         max_waiting_requests: int = 64,
         max_meeting_chars: int = 200_000,
         default_max_tokens: int = 2048,
         default_temperature: float = 0.2,
         repetition_penalty: float = 1.0,
-        warmup: bool = True,
-        build_lora_engine: Callable[[], Engine] | None = None,
     ) -> None:
-        self._engine = engine
-        # Merged serving: builds the engine for requests the merged weights do not serve.
-        self._build_lora_engine = build_lora_engine
-        self._lora_engine: Engine | None = None
-        self._lora_engine_lock = asyncio.Lock()
-        self.lora_engine_error: str | None = None
-        self._lora_stop_task: asyncio.Task[None] | None = None
+        self.engines = engines
         self.max_waiting_requests = max_waiting_requests
         self.max_meeting_chars = max_meeting_chars
         self.default_max_tokens = default_max_tokens
         self.default_temperature = default_temperature
         self.repetition_penalty = repetition_penalty
-        self.warmup_enabled = warmup
-        # created | preparing | loading | warming | ready | restarting | failed | stopped
-        self.state = "created"
-        self.error: str | None = None
         self._waiting = 0
-        self._leases: dict[int, int] = {}
-        self._drained: dict[int, asyncio.Event] = {}
         self._latency_s = 5.0  # moving average of request latency, for Retry-After
-        self._restart_task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_settings(
-        cls,
-        engine: Engine,
-        settings: Any,
-        *,
-        build_lora_engine: Callable[[], Engine] | None = None,
-    ) -> PlanGenerator:
+    def from_settings(cls, engines: EngineHost, settings: Any) -> PlanGenerator:
         return cls(
-            engine,
-            build_lora_engine=build_lora_engine,
+            engines,
             max_waiting_requests=settings.max_waiting_requests,
             max_meeting_chars=settings.max_meeting_chars,
             default_max_tokens=settings.default_max_tokens,
             default_temperature=settings.default_temperature,
             repetition_penalty=settings.repetition_penalty,
-            warmup=settings.warmup,
         )
 
-    # --- lifecycle -----------------------------------------------------------------------
+    # --- lifecycle: the engines' -----------------------------------------------------------
 
     @property
     def engine(self) -> Engine:
-        return self._engine
+        """The engine that takes new requests (``EngineHost.engine``)."""
+        return self.engines.engine
 
     @property
     def ready(self) -> bool:
-        return self.state == "ready" and self._engine.ready
+        return self.engines.ready
 
-    def status(self) -> str:
-        """The state, with a dead engine that has not been noticed yet shown as such."""
-        if self.state == "ready" and not self._engine.ready:
-            return "engine_dead"
-        return self.state
+    async def start(self) -> None:
+        await self.engines.start()
+
+    async def stop(self) -> None:
+        await self.engines.stop()
 
     def waiting(self) -> int:
         """Requests admitted and not finished (queued in or running on the engine)."""
         return self._waiting
-
-    def set_engine(self, engine: Engine) -> None:
-        """Replace the engine before it starts (merged mode picks its weights at start-up)."""
-        if self.state not in ("created", "preparing"):
-            raise RuntimeError(f"set_engine after start (state {self.state}); use swap_engine")
-        self._engine = engine
-
-    async def start(self) -> None:
-        """Load the engine and, when enabled, prove it generates (one short warm-up run)."""
-        self.state = "loading"
-        try:
-            await self._engine.start()
-            if self.warmup_enabled:
-                self.state = "warming"
-                await self.warmup()
-        except Exception as exc:
-            self.state = "failed"
-            self.error = f"{type(exc).__name__}: {exc}"
-            logger.exception("the %s engine failed to start", self._engine.name)
-            raise
-        self.state = "ready"
-
-    async def warmup(self, engine: Engine | None = None) -> EngineResult:
-        """One short generation: the first user request then does not pay for lazy set-up."""
-        engine = engine or self._engine
-        prompt = render_prompt(engine.tokenizer, WARMUP_MEETING)
-        ids = engine.tokenizer.encode(prompt, add_special_tokens=False)
-        started = time.perf_counter()
-        result = await engine.generate(
-            EngineRequest(ids, max_tokens=16, temperature=0.0, seed=0, request_id="warmup")
-        )
-        if result.completion_tokens < 1:
-            raise RuntimeError("warm-up generation produced no tokens")
-        logger.info("warm-up generation done in %.2f s", time.perf_counter() - started)
-        return result
-
-    async def stop(self) -> None:
-        self.state = "stopped"
-        lora_engine, self._lora_engine = self._lora_engine, None
-        if lora_engine is not None:
-            await lora_engine.stop()
-        await self._engine.stop()
-
-    @property
-    def lora_engine(self) -> Engine | None:
-        return self._lora_engine
-
-    def lora_engine_status(self) -> str | None:
-        """Merged serving's LoRA engine: off | not started | starting | ready | failed: why."""
-        if self._build_lora_engine is None:
-            return None if self._engine.enable_lora else "off"  # lora mode: the engine itself
-        if self._lora_engine is None:
-            return f"failed: {self.lora_engine_error}" if self.lora_engine_error else "not started"
-        return "ready" if self._lora_engine.ready else "starting"
-
-    def loaded_adapters(self) -> list[str]:
-        names = self._engine.loaded_adapters()
-        if self._lora_engine is not None:
-            names += [n for n in self._lora_engine.loaded_adapters() if n not in names]
-        return names
-
-    async def swap_engine(self, new: Engine, *, warmup: bool | None = None) -> None:
-        """Start ``new``, route new requests to it, stop the old one once its requests finish.
-
-        If ``new`` fails to start or to warm up, it is stopped and the old engine keeps serving.
-        """
-        try:
-            await new.start()
-            if self.warmup_enabled if warmup is None else warmup:
-                await self.warmup(new)
-        except BaseException:
-            await new.stop()
-            raise
-        old, self._engine = self._engine, new
-        if self._leases.get(id(old), 0):
-            event = self._drained.setdefault(id(old), asyncio.Event())
-            await event.wait()
-        await old.stop()
-
-    @asynccontextmanager
-    async def _lease(
-        self, adapter: AdapterRef | None
-    ) -> AsyncIterator[tuple[Engine, AdapterRef | None]]:
-        """The engine that serves ``adapter`` exactly, and what it must apply (None: nothing)."""
-        engine, served = self._engine, adapter  # taken before any await: a swap cannot stop it
-        merged = engine.merged_adapter
-        if adapter_key(adapter) == adapter_key(merged):
-            served = None  # the weights are what was asked for
-        elif merged is not None or not engine.enable_lora:
-            engine = await self._ensure_lora_engine(adapter, merged)
-        key = id(engine)
-        self._leases[key] = self._leases.get(key, 0) + 1
-        try:
-            yield engine, served
-        finally:
-            self._leases[key] -= 1
-            if not self._leases[key]:
-                del self._leases[key]
-                if key in self._drained:
-                    self._drained.pop(key).set()
 
     # --- generation ----------------------------------------------------------------------
 
@@ -295,12 +144,7 @@ class PlanGenerator:
         max_tokens = max_tokens or self.default_max_tokens
         temperature = self.default_temperature if temperature is None else temperature
         seed = random.randrange(2**31) if seed is None else seed
-        if self.state == "failed":
-            raise EngineUnavailable(f"the {self._engine.name} engine failed to start: {self.error}")
-        if not self.ready:
-            raise EngineUnavailable(
-                f"the engine is not ready ({self.status()}); retry shortly", retry_after_s=10
-            )
+        self.engines.require_ready()
         if self._waiting >= self.max_waiting_requests:
             raise EngineUnavailable(
                 f"{self._waiting} requests are already waiting (limit "
@@ -309,29 +153,25 @@ class PlanGenerator:
             )
         self._waiting += 1
         started = time.perf_counter()
-        engine = self._engine
         try:
-            async with self._lease(adapter) as (engine, served):
+            async with self.engines.lease(adapter) as (engine, served):
                 chunks = await self._split(engine, text, max_tokens)
                 outcomes = await asyncio.gather(
                     *(
-                        self._generate_chunk(
+                        generate_chunk(
                             engine,
                             chunk,
                             adapter=served,
                             max_tokens=max_tokens,
                             temperature=temperature,
                             seed=seed + 1000 * i,
+                            repetition_penalty=self.repetition_penalty,
                             request_id=f"{request_id or 'gen'}-{i}",
                             label=f"chunk {i + 1}/{len(chunks)}" if len(chunks) > 1 else "",
                         )
                         for i, chunk in enumerate(chunks)
                     )
                 )
-        except EngineUnavailable:
-            if not engine.ready:
-                self._schedule_restart(engine)
-            raise
         finally:
             self._waiting -= 1
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -360,36 +200,8 @@ class PlanGenerator:
             chunks=len(chunks),
             warnings=warnings,
             retries=sum(o.retries for o in outcomes),
+            validity=PlanValidity.worst(o.validity for o in outcomes),
         )
-
-    def _schedule_restart(self, engine: Engine) -> None:
-        """A dead engine (its process crashed) is restarted in the background, once.
-
-        A dead LoRA engine is dropped instead: the next request that needs it starts a new one.
-        """
-        if engine is self._lora_engine:
-            logger.error("the LoRA engine died; the next request for it starts a new one")
-            self._lora_engine = None
-            self.lora_engine_error = "the LoRA engine died"
-            self._lora_stop_task = asyncio.create_task(engine.stop())
-            return
-        if engine is not self._engine or self.state != "ready":
-            return
-        if self._restart_task is not None and not self._restart_task.done():
-            return
-        logger.error("the %s engine died; restarting it", engine.name)
-        self.state = "restarting"
-        self._restart_task = asyncio.create_task(self._restart(engine))
-
-    async def _restart(self, engine: Engine) -> None:
-        try:
-            await engine.stop()
-        except Exception:
-            logger.exception("stopping the dead engine failed; starting a new one anyway")
-        try:
-            await self.start()
-        except Exception:
-            return  # state "failed", error recorded by start()
 
     def _retry_after(self) -> int:
         return max(1, math.ceil(self._latency_s))
@@ -422,118 +234,6 @@ class PlanGenerator:
             chunk_chars = max(MIN_CHUNK_CHARS, int(chunk_chars * shrink * 0.9))
             overlap = min(CHUNK_OVERLAP, chunk_chars // 10)
 
-    async def _generate_chunk(
-        self,
-        engine: Engine,
-        text: str,
-        *,
-        adapter: AdapterRef | None,
-        max_tokens: int,
-        temperature: float,
-        seed: int,
-        request_id: str,
-        label: str,
-    ) -> _ChunkOutcome:
-        prompt = render_prompt(engine.tokenizer, text)
-        ids = engine.tokenizer.encode(prompt, add_special_tokens=False)
-        outcome = _ChunkOutcome(plan=None)  # type: ignore[arg-type]
-        failures: list[dict[str, Any]] = []
-        attempts = [(seed, temperature), (seed + 1, max(temperature, RETRY_MIN_TEMPERATURE))]
-        schema: dict[str, Any] | None = None  # the plan schema
-        for attempt, (attempt_seed, attempt_temperature) in enumerate(attempts, start=1):
-            result = await engine.generate(
-                EngineRequest(
-                    prompt_ids=ids,
-                    prompt_text=prompt,
-                    max_tokens=max_tokens,
-                    temperature=attempt_temperature,
-                    seed=attempt_seed,
-                    adapter=adapter,
-                    request_id=f"{request_id}-a{attempt}",
-                    repetition_penalty=self.repetition_penalty,
-                    json_schema=schema,
-                )
-            )
-            outcome.prompt_tokens += result.prompt_tokens
-            outcome.completion_tokens += result.completion_tokens
-            if attempt == 1:
-                outcome.queue_ms = result.queue_ms
-            try:
-                outcome.plan = ProjectPlan.model_validate_json(result.text)
-            except ValidationError as exc:
-                failures.append(_failure(attempt, attempt_seed, result, exc))
-                logger.warning(
-                    "[%s] attempt %d did not validate (%s, %d tokens): %s",
-                    request_id,
-                    attempt,
-                    result.finish_reason,
-                    result.completion_tokens,
-                    failures[-1]["error"],
-                )
-                if result.finish_reason == "length":
-                    # Cut off (a model looping inside a string, or a small budget): retry
-                    # with the plan schema shrunk until no answer can be cut off.
-                    schema = compact_json_schema(max_tokens)
-                continue
-            outcome.retries = len(failures)
-            if failures:
-                where = f"{label}: " if label else ""
-                how = (
-                    "a compact plan (fewer items, shorter texts) that fits max_tokens"
-                    if schema is not None
-                    else f"seed {attempt_seed}"
-                )
-                outcome.warnings.append(
-                    f"{where}the first answer did not validate ({failures[0]['error']}); "
-                    f"retried with {how}"
-                )
-            return outcome
-        where = f" ({label})" if label else ""
-        raise GenerationInvalid(
-            f"the model's answer did not validate against the plan schema{where}, twice: "
-            f"{failures[-1]['error']}",
-            detail={"attempts": failures},
-        )
-
-    async def _ensure_lora_engine(
-        self, adapter: AdapterRef | None, merged: AdapterRef | None
-    ) -> Engine:
-        """The LoRA engine, started (and warmed up) by the first request that needs it."""
-        if self._build_lora_engine is None:
-            asked = f"adapter {adapter.name!r}" if adapter else "the base model"
-            serving = f"the active adapter {merged.name!r}" if merged else "the base model"
-            raise Conflict(
-                f"{asked} is not served here: this service serves only {serving}, merged into "
-                "the weights, with ENABLE_LORA=false (SERVING_MODE=merged); activate it, or "
-                "enable ENABLE_LORA"
-            )
-        engine = self._lora_engine
-        if engine is not None and engine.ready:
-            return engine
-        async with self._lora_engine_lock:
-            if self._lora_engine is not None and self._lora_engine.ready:
-                return self._lora_engine
-            if self.state == "stopped":
-                raise EngineUnavailable("the service is stopping")
-            logger.info("starting the LoRA engine (base weights) for adapters not merged")
-            engine = self._lora_engine = self._build_lora_engine()
-            try:
-                await engine.start()
-                if self.warmup_enabled:
-                    await self.warmup(engine)
-            except Exception as exc:
-                self._lora_engine = None
-                self.lora_engine_error = f"{type(exc).__name__}: {exc}"
-                logger.exception("the LoRA engine failed to start")
-                await engine.stop()
-                raise EngineUnavailable(
-                    f"the LoRA engine (for adapters other than the merged one) failed to "
-                    f"start: {self.lora_engine_error}",
-                    retry_after_s=30,
-                ) from exc
-            self.lora_engine_error = None
-            return engine
-
 
 def _count_all(tokenizer: Any, texts: list[str]) -> list[int]:
     return [_prompt_tokens(tokenizer, text) for text in texts]
@@ -541,19 +241,3 @@ def _count_all(tokenizer: Any, texts: list[str]) -> list[int]:
 
 def _prompt_tokens(tokenizer: Any, text: str) -> int:
     return len(tokenizer.encode(render_prompt(tokenizer, text), add_special_tokens=False))
-
-
-def _failure(attempt: int, seed: int, result: EngineResult, exc: ValidationError) -> dict[str, Any]:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    reason = f"{where}: {first['msg']}" if where else first["msg"]
-    if result.finish_reason == "length":
-        reason = f"cut off at max_tokens ({result.completion_tokens} tokens); {reason}"
-    return {
-        "attempt": attempt,
-        "seed": seed,
-        "finish_reason": result.finish_reason,
-        "completion_tokens": result.completion_tokens,
-        "error": reason,
-        "output_tail": result.text[-200:],
-    }

@@ -1,13 +1,13 @@
-"""Merged serving's control loop: keep the generator's engine merged with the active adapter.
+"""Merged serving's control loop: keep the serving engine merged with the active adapter.
 
-- At start-up (``prepare``), before the generator starts: the active adapter is merged into the
+- At start-up (``prepare``), before the engines start: the active adapter is merged into the
   base weights (or its cached merged folder reused) and the first engine loads those weights.
 - When the active adapter changes (``request``, called by the activation endpoint, and by
   ``watch``, which polls the registry so that activations made through another API replica
   are picked up too): the new merged folder is built in a thread, a new engine is
-  started beside the serving one and swapped in atomically (``PlanGenerator.swap_engine``).
+  started beside the serving one and swapped in atomically (``EngineHost.swap``).
   Requests keep flowing on the old engine meanwhile; those for an adapter that is not the merged
-  one go to the generator's LoRA engine (base weights), which a switch does not touch.
+  one go to the host's LoRA engine (base weights), which a switch does not touch.
 - Switches are coalesced: activating A then B while A's engine is still starting ends on B.
   A failed switch keeps the serving engine, is reported in ``status()``, and is not retried by
   ``watch`` for the same adapter files (an explicit activation retries it).
@@ -22,9 +22,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ttalkkac.inference.base import AdapterRef, Engine, adapter_key
+from ttalkkac.adapters import AdapterRef, adapter_key
+from ttalkkac.inference.base import Engine
+from ttalkkac.inference.engines import EngineHost
 from ttalkkac.inference.merge import ensure_merged
-from ttalkkac.inference.service import PlanGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def _label(adapter: AdapterRef | None) -> str:
 class AdapterSwitcher:
     def __init__(
         self,
-        generator: PlanGenerator,
+        engines: EngineHost,
         *,
         base_model: str,
         build_engine: BuildEngine,
@@ -51,7 +52,7 @@ class AdapterSwitcher:
         sync_interval_s: float = 5.0,
         on_switch: Callable[[str, float], None] | None = None,
     ) -> None:
-        self.generator = generator
+        self.engines = engines
         self.base_model = base_model
         self._build_engine = build_engine
         self._read_active = read_active
@@ -71,7 +72,7 @@ class AdapterSwitcher:
     @property
     def merged_adapter(self) -> AdapterRef | None:
         """The adapter in the weights of the engine that takes new requests."""
-        return self.generator.engine.merged_adapter
+        return self.engines.engine.merged_adapter
 
     def status(self) -> dict[str, Any]:
         merged = self.merged_adapter
@@ -85,12 +86,12 @@ class AdapterSwitcher:
     # --- start-up --------------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """Give the (not yet started) generator an engine on the active adapter's merged weights.
+        """Give the (not yet started) host an engine on the active adapter's merged weights.
 
         A failure (the adapter's files unreadable, the merge failing) is logged and reported;
         the service then starts on the base weights (other adapters through the LoRA engine).
         """
-        self.generator.state = "preparing"
+        self.engines.mark_preparing()
         if self._prepare_base is not None:
             await asyncio.to_thread(self._prepare_base)
         try:
@@ -107,7 +108,7 @@ class AdapterSwitcher:
         except Exception as exc:
             self._failed(active, exc, time.perf_counter() - started)
             return
-        self.generator.set_engine(engine)
+        self.engines.set_engine(engine)
 
     async def _engine_for(self, target: AdapterRef | None) -> Engine:
         weights = None
@@ -132,7 +133,7 @@ class AdapterSwitcher:
 
     async def _run(self) -> None:
         while adapter_key(self._wanted) != adapter_key(self.merged_adapter):
-            if self.generator.state != "ready":
+            if self.engines.state != "ready":
                 return  # not serving yet (or failed): start-up or the next request decides
             target = self._wanted
             self.switching_to = _label(target)
@@ -144,7 +145,7 @@ class AdapterSwitcher:
             )
             try:
                 engine = await self._engine_for(target)
-                await self.generator.swap_engine(engine)
+                await self.engines.swap(engine)
             except Exception as exc:
                 self.switching_to = None
                 self._failed(target, exc, time.perf_counter() - started)
@@ -199,7 +200,7 @@ class AdapterSwitcher:
         """Stop following the registry; let a switch in progress finish.
 
         An engine start cannot be interrupted (it runs in a thread and spawns the engine
-        process): cancelling it would leak that process. The generator's owner stops whichever
+        process): cancelling it would leak that process. The host's owner stops whichever
         engine serves afterwards.
         """
         if self._watch_task is not None:

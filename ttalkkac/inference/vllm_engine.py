@@ -20,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ttalkkac.adapters import AdapterRef
 from ttalkkac.errors import EngineUnavailable, InvalidInput
-from ttalkkac.inference.base import AdapterRef, EngineRequest, EngineResult, allowed_max_lora_rank
+from ttalkkac.inference.base import EngineRequest, EngineResult, allowed_max_lora_rank
 from ttalkkac.inference.schema import engine_json_schema
 
 logger = logging.getLogger(__name__)

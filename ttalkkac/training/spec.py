@@ -3,7 +3,8 @@
 ``TrainSpec`` is what a user submits (stored on the job row as JSON); its defaults are the
 fine-tuning guide's. ``plan_run`` turns a spec plus the run's facts (training examples, device)
 into the values actually used, and lists every change it made with the reason, so that a
-default that is wrong for a run is fixed visibly rather than silently.
+default that is wrong for a run is fixed visibly rather than silently. The device itself is
+detected by ``ttalkkac.hardware.Device``.
 
 No torch import at module level: the API validates specs without loading the trainer.
 """
@@ -15,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ttalkkac.hardware import Device
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -150,25 +153,6 @@ class TrainSpec(BaseModel):
 
     def to_peft_config(self) -> LoraConfig:
         return self.lora.to_peft_config()
-
-
-@dataclass(frozen=True)
-class Device:
-    """What the run executes on; decides precision."""
-
-    kind: Literal["cpu", "cuda", "mps"]
-    bf16_supported: bool = False
-    name: str = ""
-
-    @classmethod
-    def detect(cls) -> Device:
-        import torch
-
-        if torch.cuda.is_available():
-            return cls("cuda", torch.cuda.is_bf16_supported(), torch.cuda.get_device_name(0))
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return cls("mps", False, "mps")
-        return cls("cpu", False, "cpu")
 
 
 @dataclass(frozen=True)

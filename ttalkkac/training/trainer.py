@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ttalkkac.errors import DataError, JobCancelled
+from ttalkkac.hardware import Device
 from ttalkkac.training.callbacks import CancelCallback, ProgressCallback
 from ttalkkac.training.generation_check import CheckItem, generation_check
 from ttalkkac.training.report import (
@@ -34,7 +35,7 @@ from ttalkkac.training.report import (
     write_json,
 )
 from ttalkkac.training.reporter import Reporter
-from ttalkkac.training.spec import Device, RunPlan, TrainSpec, plan_run
+from ttalkkac.training.spec import RunPlan, TrainSpec, plan_run
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,7 @@
-"""PlanGenerator on the real transformers engine (tiny model): validation, retry, chunks, limits."""
+"""PlanGenerator on the real transformers engine (tiny model): validation, retry, chunks, limits.
+
+Starting, swapping and routing engines is ``EngineHost``'s: ``test_engines.py``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ import pytest
 from ttalkkac.adapters import ref_from_dir
 from ttalkkac.errors import EngineUnavailable, GenerationInvalid, InvalidInput, PayloadTooLarge
 from ttalkkac.inference.base import EngineRequest, EngineResult
+from ttalkkac.inference.engines import EngineHost
 from ttalkkac.inference.hf_engine import TransformersEngine
+from ttalkkac.inference.retry import PlanValidity
 from ttalkkac.inference.service import PlanGenerator
 from ttalkkac.plan import ProjectPlan
 
@@ -30,8 +35,8 @@ def engine(terse_model_dir: Path) -> Iterator[TransformersEngine]:
 
 
 def generator(engine, **options) -> PlanGenerator:
-    gen = PlanGenerator(engine, default_max_tokens=256, warmup=False, **options)
-    gen.state = "ready"  # the module's engine is already started
+    gen = PlanGenerator(EngineHost(engine, warmup=False), default_max_tokens=256, **options)
+    gen.engines.state = "ready"  # the module's engine is already started
     return gen
 
 
@@ -45,6 +50,7 @@ def test_plan_with_and_without_adapter(engine, tiny_adapters) -> None:
         assert isinstance(result.plan, ProjectPlan)
         assert result.engine == "transformers" and result.chunks == 1
         assert result.usage["completion_tokens"] > 0 and result.retries == 0
+        assert result.validity is PlanValidity.first_try
     assert plain.adapter is None and adapted.adapter == adapter.name
     assert adapter.name in engine.loaded_adapters()
 
@@ -77,7 +83,8 @@ def test_invalid_answer_is_retried_once_with_another_seed(engine) -> None:
     flaky = FirstAnswerCut(engine)
     gen = generator(flaky)
     result = asyncio.run(gen.generate(MEETING, temperature=0, seed=11))
-    assert result.retries == 1
+    # No compact plan fits 256 tokens: a plain retry, although the first answer was cut.
+    assert result.retries == 1 and result.validity is PlanValidity.retried
     assert [c.seed for c in flaky.calls] == [11, 12]
     assert flaky.calls[1].temperature >= 0.3  # greedy decoding would repeat the failure
     assert any("retried with seed 12" in w for w in result.warnings)
@@ -88,7 +95,7 @@ def test_answer_cut_off_at_max_tokens_is_retried_as_a_compact_plan(tiny_model_di
     engine = TransformersEngine(str(tiny_model_dir), max_model_len=2048, dtype="float32")
 
     async def scenario():
-        gen = PlanGenerator(engine, warmup=False)
+        gen = PlanGenerator(EngineHost(engine, warmup=False))
         await gen.start()
         try:
             return await gen.generate(MEETING, max_tokens=700, temperature=0, seed=3)
@@ -97,6 +104,7 @@ def test_answer_cut_off_at_max_tokens_is_retried_as_a_compact_plan(tiny_model_di
 
     result = asyncio.run(scenario())
     assert isinstance(result.plan, ProjectPlan) and result.retries == 1
+    assert result.validity is PlanValidity.compact
     assert "cut off at max_tokens (700 tokens)" in result.warnings[0]
     assert "compact plan" in result.warnings[0]
     assert result.usage["completion_tokens"] > 700  # the cut answer, then the compact one
@@ -152,25 +160,9 @@ def test_meeting_checks(engine) -> None:
         asyncio.run(gen.generate("가" * 1001))
 
 
-def test_engine_swap_is_atomic(engine, terse_model_dir: Path) -> None:
-    """Issue 7's switch: requests in flight finish on the old engine, new ones use the new."""
-    old = TransformersEngine(str(terse_model_dir), max_model_len=2048, dtype="float32")
-    new = TransformersEngine(str(terse_model_dir), max_model_len=2048, dtype="float32")
-
-    async def scenario():
-        gen = PlanGenerator(old, default_max_tokens=256, warmup=False)
-        await gen.start()
-        in_flight = [asyncio.create_task(gen.generate(MEETING)) for _ in range(3)]
-        await asyncio.sleep(0.05)
-        swap = asyncio.create_task(gen.swap_engine(new))
-        results = await asyncio.gather(*in_flight)
-        await swap
-        after = await gen.generate(MEETING)
-        await gen.stop()
-        return gen, results, after
-
-    gen, results, after = asyncio.run(scenario())
-    assert all(isinstance(r.plan, ProjectPlan) for r in results)
-    assert isinstance(after.plan, ProjectPlan)
-    assert gen.engine is new and not old.ready
-    assert old.batches >= 1 and new.batches >= 1
+def test_validity_of_a_merged_plan_is_its_worst_chunk() -> None:
+    first, retried, compact = PlanValidity.first_try, PlanValidity.retried, PlanValidity.compact
+    assert PlanValidity.worst([first, first]) is first
+    assert PlanValidity.worst([first, retried, first]) is retried
+    assert PlanValidity.worst([compact, retried, first]) is compact  # not alphabetical
+    assert compact == "compact"  # serializes as its name

@@ -3,6 +3,7 @@
 What a user relies on: every request answered during a switch, each with the weights it asked
 for (the merged adapter on the merged engine, any other on the LoRA engine, which a switch leaves
 alone); the switch ends on the adapter activated last; a failed switch keeps the old engine.
+Routing by adapter and the LoRA engine on their own: ``test_engines.py``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ttalkkac.adapters import ref_from_dir
-from ttalkkac.errors import Conflict, EngineUnavailable
-from ttalkkac.inference.base import AdapterRef
+from ttalkkac.adapters import AdapterRef, ref_from_dir
+from ttalkkac.inference.engines import EngineHost
 from ttalkkac.inference.hf_engine import TransformersEngine
 from ttalkkac.inference.service import PlanGenerator
 from ttalkkac.inference.switcher import AdapterSwitcher
@@ -35,9 +35,9 @@ def refs(tiny_adapters: list[Path], tmp_path: Path) -> list[AdapterRef]:
 
 
 def make_switcher(
-    base: Path, active: list[AdapterRef | None], *, lora_base: Path | None = None, lora=True
-) -> AdapterSwitcher:
-    """Merged engines on ``base``; the LoRA engine on ``lora_base`` (default ``base``)."""
+    base: Path, active: list[AdapterRef | None]
+) -> tuple[AdapterSwitcher, PlanGenerator]:
+    """Merged engines on ``base``; the LoRA engine on the base weights."""
 
     def build(weights: str | None, adapter: AdapterRef | None) -> TransformersEngine:
         return TransformersEngine(
@@ -50,17 +50,13 @@ def make_switcher(
         )
 
     def build_lora() -> TransformersEngine:
-        return TransformersEngine(str(lora_base or base), max_model_len=2048, dtype="float32")
+        return TransformersEngine(str(base), max_model_len=2048, dtype="float32")
 
-    generator = PlanGenerator(
-        build(None, None),
-        default_max_tokens=256,
-        warmup=True,
-        build_lora_engine=build_lora if lora else None,
+    engines = EngineHost(build(None, None), warmup=True, build_lora_engine=build_lora)
+    switcher = AdapterSwitcher(
+        engines, base_model=str(base), build_engine=build, read_active=lambda: active[0]
     )
-    return AdapterSwitcher(
-        generator, base_model=str(base), build_engine=build, read_active=lambda: active[0]
-    )
+    return switcher, PlanGenerator(engines, default_max_tokens=256)
 
 
 async def _until(predicate, timeout_s: float = 60) -> None:
@@ -75,8 +71,7 @@ def test_switch_under_load_answers_every_request_with_its_adapter(
 ) -> None:
     a, b = refs
     active: list[AdapterRef | None] = [a]
-    switcher = make_switcher(terse_model_dir, active)
-    generator = switcher.generator
+    switcher, generator = make_switcher(terse_model_dir, active)
     asked = [a, b, None]
 
     async def scenario():
@@ -94,7 +89,7 @@ def test_switch_under_load_answers_every_request_with_its_adapter(
 
         clients = [asyncio.create_task(client(i)) for i in range(4)]
         await _until(lambda: len(done) >= 4)
-        lora_engine = generator.lora_engine
+        lora_engine = generator.engines.lora_engine
         active[0] = b
         switcher.request(b)
         before_switch = len(done)
@@ -104,16 +99,16 @@ def test_switch_under_load_answers_every_request_with_its_adapter(
         await _until(lambda: len(done) >= before_switch + in_flight + 4)  # some on the new one
         stop.set()
         await asyncio.gather(*clients)
-        assert generator.lora_engine is lora_engine  # the switch left it alone
+        assert generator.engines.lora_engine is lora_engine  # the switch left it alone
         # Greedy answers from each route to B's weights: merged (the new engine) and base + LoRA
         # (the LoRA engine of a service with A merged).
         on_b = await generator.generate(MEETING, adapter=b, temperature=0)
-        old_like = make_switcher(terse_model_dir, [a])
+        old_like, old_like_generator = make_switcher(terse_model_dir, [a])
         await old_like.prepare()
-        await old_like.generator.start()
-        b_lora = await old_like.generator.generate(MEETING, adapter=b, temperature=0)
-        assert old_like.generator.lora_engine_status() == "ready"
-        await old_like.generator.stop()
+        await old_like_generator.start()
+        b_lora = await old_like_generator.generate(MEETING, adapter=b, temperature=0)
+        assert old_like.engines.lora_engine_status() == "ready"
+        await old_like_generator.stop()
         await generator.stop()
         return first_engine, lora_engine, done, in_flight, on_b, b_lora
 
@@ -136,12 +131,12 @@ def test_watch_follows_the_registry_and_coalesces(
 ) -> None:
     a, b = refs
     active: list[AdapterRef | None] = [None]
-    switcher = make_switcher(terse_model_dir, active)
+    switcher, generator = make_switcher(terse_model_dir, active)
     switcher.sync_interval_s = 0.2
 
     async def scenario():
         await switcher.prepare()
-        await switcher.generator.start()
+        await generator.start()
         assert switcher.merged_adapter is None
         switcher.start_watching()
         switcher.request(a)
@@ -153,7 +148,7 @@ def test_watch_follows_the_registry_and_coalesces(
         active[0] = None  # deactivated through another replica
         await _until(lambda: switcher.merged_adapter is None and switcher.switching_to is None)
         await switcher.stop()
-        await switcher.generator.stop()
+        await generator.stop()
         return on_b
 
     assert asyncio.run(scenario()) == b
@@ -161,65 +156,19 @@ def test_watch_follows_the_registry_and_coalesces(
 
 def test_failed_switch_keeps_serving(terse_model_dir: Path, refs: list[AdapterRef]) -> None:
     a, _ = refs
-    switcher = make_switcher(terse_model_dir, [None])
+    switcher, generator = make_switcher(terse_model_dir, [None])
     (a.path / "adapter_model.safetensors").write_bytes(b"not safetensors")
 
     async def scenario():
         await switcher.prepare()
-        await switcher.generator.start()
+        await generator.start()
         switcher.request(a)
         await switcher.wait()
-        result = await switcher.generator.generate(MEETING)
-        await switcher.generator.stop()
+        result = await generator.generate(MEETING)
+        await generator.stop()
         return result
 
     result = asyncio.run(scenario())
     assert isinstance(result.plan, ProjectPlan)
     assert switcher.merged_adapter is None and switcher.switches == 0
     assert "switch to a failed" in switcher.error
-
-
-def test_merged_without_lora_refuses_other_adapters(
-    terse_model_dir: Path, refs: list[AdapterRef]
-) -> None:
-    a, b = refs
-    switcher = make_switcher(terse_model_dir, [a], lora=False)
-
-    async def scenario():
-        await switcher.prepare()
-        await switcher.generator.start()
-        try:
-            ok = await switcher.generator.generate(MEETING, adapter=a)
-            with pytest.raises(Conflict, match=r"only the active adapter 'a'.*ENABLE_LORA"):
-                await switcher.generator.generate(MEETING, adapter=b)
-            with pytest.raises(Conflict, match="the base model is not served"):
-                await switcher.generator.generate(MEETING)
-        finally:
-            await switcher.generator.stop()
-        return ok
-
-    assert asyncio.run(scenario()).adapter == "a"
-
-
-def test_lora_engine_failure_is_reported_and_the_merged_engine_keeps_serving(
-    terse_model_dir: Path, refs: list[AdapterRef], tmp_path: Path
-) -> None:
-    a, b = refs
-    switcher = make_switcher(terse_model_dir, [a], lora_base=tmp_path / "no-such-model")
-    generator = switcher.generator
-
-    async def scenario():
-        await switcher.prepare()
-        await generator.start()
-        try:
-            with pytest.raises(EngineUnavailable, match=r"LoRA engine .* failed to start"):
-                await generator.generate(MEETING, adapter=b)
-            status = generator.lora_engine_status()
-            ok = await generator.generate(MEETING, adapter=a)
-        finally:
-            await generator.stop()
-        return status, ok
-
-    status, ok = asyncio.run(scenario())
-    assert status.startswith("failed: ") and generator.lora_engine is None
-    assert ok.adapter == "a" and isinstance(ok.plan, ProjectPlan)

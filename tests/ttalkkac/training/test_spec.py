@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from ttalkkac.training.spec import GUIDE_TARGET_MODULES, Device, LoraSpec, TrainSpec, plan_run
+from ttalkkac.hardware import Device
+from ttalkkac.training.spec import GUIDE_TARGET_MODULES, LoraSpec, TrainSpec, plan_run
 
 CPU = Device("cpu")
 A100 = Device("cuda", bf16_supported=True, name="A100")
