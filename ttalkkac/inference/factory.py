@@ -11,10 +11,6 @@ from typing import Literal
 
 from ttalkkac.adapters import AdapterRef
 from ttalkkac.hardware import ServingMode, choose_base_model, resolve_serving_dtype
-
-# Only for ``ttalkkac.jobs._resolve_base_model``, which still imports it from here: remove once
-# jobs imports it from ``ttalkkac.hardware`` (the worker then no longer loads this module).
-from ttalkkac.hardware import resolve_base_model as resolve_base_model
 from ttalkkac.inference.base import Engine
 from ttalkkac.inference.engines import EngineHost
 from ttalkkac.inference.service import PlanGenerator

@@ -109,7 +109,7 @@ def _execute(
 def _resolve_base_model(job: TrainingJob, settings: Settings) -> str:
     if job.base_model:
         return job.base_model
-    from ttalkkac.inference.factory import resolve_base_model
+    from ttalkkac.hardware import resolve_base_model
 
     return resolve_base_model(settings)
 
