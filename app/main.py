@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
@@ -35,11 +36,30 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     from app.serving import start_serving, stop_serving  # serving: engine loads in background
 
     await start_serving(app)
+    runner = _start_evaluation_runner(app)
     try:
         yield
     finally:
+        if runner is not None:
+            await runner.stop()
         await stop_serving(app)
         app.state.db.dispose()
+
+
+def _start_evaluation_runner(app: FastAPI) -> Any:
+    """Evaluations generate through this process's engine: run them here when it has one."""
+    settings: Settings = app.state.settings
+    generator = getattr(app.state, "generator", None)
+    app.state.evaluation_runner = None
+    if generator is None or not settings.eval_runner_enabled:
+        logger.info("no evaluation runner in this process (no engine, or EVAL_RUNNER_ENABLED)")
+        return None
+    from ttalkkac.evaluation.runner import EvaluationRunner
+
+    runner = EvaluationRunner(app.state.db, settings, generator)
+    runner.start()
+    app.state.evaluation_runner = runner
+    return runner
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ttalkkac.evaluation.examples import MAX_SAMPLES, EvalSplit, Selection
 from ttalkkac.meetings import Utterance
 from ttalkkac.plan import ProjectPlan
 from ttalkkac.training.spec import TrainSpec
@@ -190,6 +191,11 @@ class AdapterPublic(BaseModel):
         default=True, description="Trained on the base model this service serves."
     )
     loaded: bool = Field(default=False, description="Already loaded by the engine.")
+    evaluation: dict[str, Any] | None = Field(
+        default=None,
+        description="Scores of the adapter's latest finished evaluation (field_chrf 0-100, "
+        "valid_rate and grounding 0-1, the generic floor's field_chrf), if any.",
+    )
 
 
 class AdaptersPublic(BaseModel):
@@ -405,3 +411,134 @@ class ReadyPublic(BaseModel):
     waiting: int = Field(description="Generate requests in the engine now.")
     max_waiting_requests: int
     error: str | None = None
+
+
+# --- evaluations -----------------------------------------------------------------------------
+
+
+class EvaluationCreate(BaseModel):
+    """Score an adapter (or the base model) against a dataset's gold plans."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapter: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description='An adapter name, or "base" for the base model.',
+        examples=["base"],
+    )
+    dataset_id: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
+    split: EvalSplit = Field(
+        default=EvalSplit.validation,
+        description="validation: the meetings a training job holds out (val_fraction 0.1, "
+        "seed 42 by default, see `selection`); all: every record.",
+    )
+    max_samples: int = Field(default=24, ge=1, le=MAX_SAMPLES)
+    max_meeting_chars: int | None = Field(
+        default=None,
+        ge=200,
+        le=200_000,
+        description="Meetings are shortened to this (EVAL_MAX_MEETING_CHARS when null).",
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Example order and decoding.")
+    selection: Selection = Field(
+        default_factory=Selection,
+        description="How the dataset is split into train/validation (a training job's spec).",
+    )
+
+
+class EvaluationScores(BaseModel):
+    n: int
+    field_chrf: float = Field(description="Mean over the nine fields of chrF / item F1, 0-100.")
+    valid_rate: float = Field(description="Share of examples with a schema-valid plan, 0-1.")
+    grounding: float = Field(description="Manager, names and period grounded in the meeting, 0-1.")
+    fields: dict[str, float]
+    validity: dict[str, int] = Field(description="first_try / retried / compact / invalid counts.")
+    manager_grounded_rate: float
+    names_grounded: float | None
+    period_is_range_rate: float
+
+
+class EvaluationSummary(EvaluationScores):
+    generic_floor: EvaluationScores | None = Field(
+        description="A gold plan of another meeting scored against each gold: the template's "
+        "score, which a model must beat to have learned anything about the meeting."
+    )
+    latency_ms_p50: float | None
+    completion_tokens_mean: float | None
+
+
+class EvaluationRowPublic(BaseModel):
+    index: int
+    record_id: str
+    meeting_id: str
+    meeting_chars: int
+    validity: Literal["first_try", "retried", "compact", "invalid"]
+    score: dict[str, Any]
+    floor: dict[str, Any] | None
+    floor_record_id: str | None
+    plan: dict[str, Any] | None
+    latency_ms: float
+    completion_tokens: int
+    chunks: int
+    warnings: list[str]
+    error: str | None
+
+
+class EvaluationPublic(BaseModel):
+    id: str
+    adapter: str
+    dataset_id: str
+    split: EvalSplit
+    max_samples: int
+    max_meeting_chars: int
+    seed: int
+    selection: dict[str, Any]
+    training_job_id: str | None = Field(description="The training job that queued it, if any.")
+    base_model: str | None
+    status: Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+    progress: JobProgress
+    summary: EvaluationSummary | None = Field(
+        description="Aggregate scores: final once succeeded, of the finished rows otherwise."
+    )
+    error: JobError | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    rows: list[EvaluationRowPublic] | None = Field(
+        default=None, description="Per-example results (GET /evaluations/{id} only)."
+    )
+
+    @classmethod
+    def from_row(cls, row: Any, rows: list[Any] | None = None) -> EvaluationPublic:
+        error = None
+        if row.error_type or row.error_message:
+            error = JobError(type=row.error_type, message=row.error_message)
+        return cls(
+            id=row.id,
+            adapter=row.adapter,
+            dataset_id=row.dataset_id,
+            split=row.split,
+            max_samples=row.max_samples,
+            max_meeting_chars=row.max_meeting_chars,
+            seed=row.seed,
+            selection=row.selection or {},
+            training_job_id=row.training_job_id,
+            base_model=row.base_model,
+            status=row.status,
+            progress=JobProgress(step=row.done, total_steps=row.total, epoch=None),
+            summary=row.summary or None,
+            error=error,
+            attempts=row.attempts,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            rows=None if rows is None else [r.result for r in rows],
+        )
+
+
+class EvaluationsPublic(BaseModel):
+    data: list[EvaluationPublic]
+    count: int

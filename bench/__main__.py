@@ -3,6 +3,7 @@
     python -m bench training      # the guide's recipe vs our trainer
     python -m bench generation    # vLLM vs transformers engine vs the guide's inference
     python -m bench all           # both, one results file
+    python -m bench quality       # the demo recipe's adapter vs the base model, scored on gold
     python -m bench all --smoke   # tiny random model, a minute or two: checks the plumbing
 
 vLLM on the CPU starts its engine in a spawned process, hence the ``__main__`` guard.
@@ -224,6 +225,67 @@ def _run(
     paths = report.write(result, out)
     typer.echo(report.markdown(result))
     typer.echo("\n" + "\n".join(str(p) for p in paths))
+
+
+@app.command()
+def quality(
+    smoke: Smoke = False,
+    model: Model = None,
+    out: Out = None,
+    adapter: Annotated[
+        Path | None,
+        typer.Option(help="Evaluate this adapter instead of training the recipe first."),
+    ] = None,
+    samples: Annotated[int, typer.Option(help="Validation examples evaluated.")] = 24,
+    max_meeting_chars: Annotated[int, typer.Option(help="Meetings are shortened to this.")] = 4000,
+    seed: Annotated[int, typer.Option(help="Example selection and generation seed.")] = 0,
+    max_tokens: MaxTokens = None,
+) -> None:
+    """Train the demo recipe, then score base and adapter on the validation split."""
+    from bench import env, report
+    from bench.quality import run_quality_bench
+
+    started = time.perf_counter()
+    model, out = _setup(smoke, model, out)
+    run_id = time.strftime("%Y%m%d-%H%M%S") + ("-smoke" if smoke else "") + "-quality"
+    result: dict = {
+        "run_id": run_id,
+        "command": "python -m bench " + " ".join(sys.argv[1:]),
+        "smoke": smoke,
+        "machine": env.machine(),
+        "versions": env.versions(),
+    }
+    result["quality"] = run_quality_bench(
+        model=model,
+        smoke=smoke,
+        adapter=adapter,
+        max_samples=min(samples, 4) if smoke else samples,
+        max_meeting_chars=max_meeting_chars,
+        seed=seed,
+        max_tokens=max_tokens,
+    )
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    result["machine"]["load_average_at_end"] = env.load_average()
+    paths = report.write(result, out)
+    typer.echo(report.markdown(result))
+    typer.echo("\n" + "\n".join(str(p) for p in paths))
+
+
+@app.command("_train-quality", hidden=True)
+def train_quality(
+    model: Annotated[str, typer.Option()],
+    out_dir: Annotated[Path, typer.Option()],
+    result: Annotated[Path, typer.Option()],
+    smoke: Smoke = False,
+) -> None:
+    from bench.quality import RECIPE, SMOKE_RECIPE, train_recipe
+    from ttalkkac.logs import configure_logging
+
+    configure_logging("INFO")
+    outcome = train_recipe(model, out_dir, SMOKE_RECIPE if smoke else RECIPE)
+    text = json.dumps(outcome, ensure_ascii=False, indent=2)
+    result.write_text(text)
+    (out_dir / "train-quality.json").write_text(text)
 
 
 @app.command("profile-summary")

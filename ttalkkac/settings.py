@@ -58,12 +58,15 @@ class Settings(BaseSettings):
 
     # --- training jobs and datasets (crash recovery, upload limits) ------------------------
     job_heartbeat_s: int = Field(
-        default=30, ge=1, description="How often the process running a job records it is alive."
+        default=30,
+        ge=1,
+        description="How often the process running a job or an evaluation records it is alive.",
     )
     job_stale_after_s: int = Field(
         default=300,
         ge=5,
-        description="A running job whose process is gone, or silent this long, is recovered.",
+        description="A running job or evaluation whose process is gone, or silent this long, is "
+        "recovered.",
     )
     job_sweep_interval_s: int = Field(
         default=60, ge=1, description="How often a worker looks for orphaned jobs (and at start)."
@@ -178,6 +181,35 @@ class Settings(BaseSettings):
         default=200_000, ge=1000, description="Hard limit on a meeting's length (413 beyond)."
     )
     warmup: bool = Field(default=True, description="Run one short generation at start-up.")
+
+    # --- evaluation (scoring adapters against gold plans) ---------------------------------
+    eval_after_training: bool = Field(
+        default=True,
+        description="After a job succeeds, evaluate its adapter and the base model on the "
+        "dataset's validation split (run by the API's evaluation runner).",
+    )
+    eval_after_training_samples: int = Field(
+        default=24, ge=1, le=500, description="Validation examples of that evaluation."
+    )
+    eval_max_meeting_chars: int = Field(
+        default=4000,
+        ge=200,
+        le=200_000,
+        description="Meetings are shortened to this for evaluations unless a request says.",
+    )
+    eval_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Examples of one evaluation generated at once (the engine batches them).",
+    )
+    eval_runner_enabled: bool = Field(
+        default=True,
+        description="Run queued evaluations in this API process (needs SERVING_ENABLED).",
+    )
+    eval_poll_s: float = Field(
+        default=2.0, gt=0, le=300, description="How often the runner looks for queued evaluations."
+    )
 
     # --- HTTP ----------------------------------------------------------------------------
     api_keys: Annotated[list[str], NoDecode] = Field(

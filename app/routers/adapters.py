@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from anyio import from_thread
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from app.deps import AuthDep, SessionDep, SettingsDep
 from app.schemas import AdapterPublic, AdaptersPublic
 from app.serving import GeneratorDep, notify_active_changed
 from ttalkkac.adapters import BASE, ref_from_row, same_base_model
 from ttalkkac.errors import InvalidInput, NotFound
+from ttalkkac.evaluation.commands import check_better_than_active
 from ttalkkac.inference.service import PlanGenerator
 from ttalkkac.store import crud
 
@@ -22,6 +23,7 @@ def _public(row: Any, generator: PlanGenerator) -> AdapterPublic:
     adapter = AdapterPublic.model_validate(row, from_attributes=True)
     adapter.compatible = same_base_model(row.base_model, generator.engine.base_model)
     adapter.loaded = row.name in generator.engine.loaded_adapters()
+    adapter.evaluation = (row.metrics or {}).get("evaluation")
     return adapter
 
 
@@ -59,14 +61,20 @@ def get_adapter(name: str, session: SessionDep, generator: GeneratorDep) -> Adap
     response_model=AdapterPublic,
     responses={
         404: {"description": "Unknown adapter."},
-        409: {"description": "The adapter was trained on another base model."},
+        409: {
+            "description": "The adapter was trained on another base model, or (with "
+            "`require_better=true`) it scores below the active adapter on the same data."
+        },
         422: {"description": "The adapter's files are unusable (missing, not safetensors)."},
     },
     summary="Make an adapter the default of /generate",
     description="The adapter serves default requests at once. In merged serving mode the engine "
     "then switches to weights with this adapter merged in, in the background: requests keep "
     "being answered (with this adapter) during the switch, and `GET /ready` shows "
-    "`merged_adapter` equal to its name once the fast path serves it.",
+    "`merged_adapter` equal to its name once the fast path serves it. With "
+    "`require_better=true` the adapter is activated only if its latest evaluation's mean field "
+    "chrF is at least that of the active adapter (the base model when none is active) "
+    "evaluated on the same data; 409 with both scores otherwise.",
 )
 def activate_adapter(
     name: str,
@@ -74,6 +82,10 @@ def activate_adapter(
     session: SessionDep,
     settings: SettingsDep,
     generator: GeneratorDep,
+    require_better: Annotated[
+        bool,
+        Query(description="Refuse (409) unless it scores at least the active adapter."),
+    ] = False,
 ) -> AdapterPublic:
     if name == BASE:
         raise InvalidInput(
@@ -85,6 +97,8 @@ def activate_adapter(
         raise NotFound(f"no adapter named {name!r}")
     # Refuse now what every default request would otherwise fail on.
     ref = ref_from_row(row, settings, generator.engine.base_model)
+    if require_better:
+        check_better_than_active(session, name=name)
     public = _public(crud.activate_adapter(session, name=name), generator)
     session.commit()  # before the engine switch starts: it reads the registry too
     from_thread.run_sync(notify_active_changed, request, ref)

@@ -129,7 +129,12 @@ def test_upload_train_and_register_adapter(
     assert stamps == sorted(stamps)
     messages = [e["message"] for e in story]
     assert messages[0] == "job queued" and messages[1].startswith("job started (attempt 1 of 2)")
-    assert messages[-1].startswith("succeeded: adapter")
+    assert messages[-2].startswith("succeeded: adapter")
+    # The new adapter and the base model are queued for evaluation on the validation split.
+    assert messages[-1].startswith(f"evaluation queued: {done['adapter_name']}, base on ")
+    queued = client.get("/evaluations", params={"training_job_id": job["id"]}).json()
+    assert sorted(e["adapter"] for e in queued["data"]) == sorted([done["adapter_name"], "base"])
+    assert {e["split"] for e in queued["data"]} == {"validation"}
     assert any(e["type"] == "metrics" and "eval_loss" in e["data"] for e in story)
     assert any(m.startswith("checkpoint saved at step 4") for m in messages)
     assert any("generation check:" in m for m in messages)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ttalkkac.cli import data, generate, models, serve, train, up, worker
+from ttalkkac.cli import data, evaluate, generate, models, serve, train, up, worker
 
 app = typer.Typer(
     name="ttalkkac",
@@ -19,6 +19,7 @@ app.command("train")(train.train)  # training: foreground LoRA run
 app.command("worker")(worker.worker)  # training: the Celery worker
 app.command("generate")(generate.generate)  # serving: a plan for one meeting
 app.command("api")(serve.api)  # serving: the HTTP API
+app.command("eval")(evaluate.evaluate)  # evaluation: score adapters through the service
 
 
 if __name__ == "__main__":

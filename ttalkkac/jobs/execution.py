@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ttalkkac.errors import Conflict, JobCancelled, NotFound
+from ttalkkac.evaluation.commands import evaluate_after_training
 from ttalkkac.jobs.claim import RunOutcome, claim_job, fail, finish_cancelled, job_dir
 from ttalkkac.jobs.liveness import Heartbeat, process_id
 from ttalkkac.jobs.reporting import JobReporter
@@ -103,6 +104,17 @@ def _execute(
             message=f"succeeded: adapter {name} registered",
             data={"adapter": name, "path": str(out_dir), **_summary(results)},
         )
+        queued = evaluate_after_training(session, settings, job, name)
+        if queued:
+            crud.append_event(
+                session,
+                job_id=job_id,
+                message=(
+                    f"evaluation queued: {', '.join(e.adapter for e in queued)} on "
+                    f"{queued[0].max_samples} validation examples ({', '.join(e.id for e in queued)})"
+                ),
+                data={"evaluations": [e.id for e in queued]},
+            )
     return RunOutcome.succeeded
 
 

@@ -55,13 +55,24 @@ def _pid_alive(pid: int) -> bool:
 
 def owner_alive(job: TrainingJob, settings: Settings, *, now: datetime | None = None) -> bool:
     """Whether the process recorded on a running job is still there."""
-    now = now or utcnow()
-    fresh = job.heartbeat_at is not None and now - job.heartbeat_at < timedelta(
-        seconds=settings.job_stale_after_s
+    return recorded_process_alive(
+        job.worker, job.heartbeat_at, stale_after_s=settings.job_stale_after_s, now=now
     )
-    if not fresh or not job.worker:
+
+
+def recorded_process_alive(
+    owner: str | None,
+    heartbeat_at: datetime | None,
+    *,
+    stale_after_s: float,
+    now: datetime | None = None,
+) -> bool:
+    """Whether a ``host:pid`` recorded with a heartbeat (a job's, an evaluation's) still runs."""
+    now = now or utcnow()
+    fresh = heartbeat_at is not None and now - heartbeat_at < timedelta(seconds=stale_after_s)
+    if not fresh or not owner:
         return False
-    host, _, pid = job.worker.rpartition(":")
+    host, _, pid = owner.rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
         return _pid_alive(int(pid))
     return True  # another host (or a pending recovery): trust the heartbeat

@@ -162,3 +162,58 @@ Index(
     sqlite_where=Adapter.is_active == true(),
     postgresql_where=Adapter.is_active == true(),
 )
+
+
+class Evaluation(Base):
+    """One evaluation run: an adapter (or the base model) scored on a dataset's split.
+
+    Rows are written one per finished example (``EvaluationRow``), so a run killed midway
+    resumes with the examples it has not finished. Status moves like a training job's
+    (``JobStatus``); ``owner`` and ``heartbeat_at`` say which API process runs it.
+    """
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ev"))
+    adapter: Mapped[str] = mapped_column(String(200), index=True)  # a name, or "base"
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    split: Mapped[str] = mapped_column(String(16))  # EvalSplit
+    max_samples: Mapped[int] = mapped_column(Integer)
+    max_meeting_chars: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    # How the dataset is split into train/validation (the training job's, or the defaults).
+    selection: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    training_job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="SET NULL"), default=None, index=True
+    )
+    base_model: Mapped[str | None] = mapped_column(Text, default=None)
+
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued.value, index=True)
+    total: Mapped[int | None] = mapped_column(Integer, default=None)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error_type: Mapped[str | None] = mapped_column(String(100), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[str | None] = mapped_column(String(200), default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class EvaluationRow(Base):
+    """One scored example of an evaluation; written once (unique per evaluation and index)."""
+
+    __tablename__ = "evaluation_rows"
+    __table_args__ = (UniqueConstraint("evaluation_id", "index", name="uq_evaluation_rows_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    evaluation_id: Mapped[str] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    record_id: Mapped[str] = mapped_column(Text)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
