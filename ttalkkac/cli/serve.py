@@ -14,8 +14,10 @@ def api(
     """Serve the API. The engine loads in the background: GET /ready says when it can generate."""
     import uvicorn
 
+    from ttalkkac.logs import stdout_to_stderr
     from ttalkkac.settings import get_settings
 
+    stdout_to_stderr()  # a server has no result: its access log goes to stderr with the rest
     settings = get_settings()
     # One process: the engine lives in it (vLLM starts its own engine process beside it).
     uvicorn.run(
