@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
+from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from ttalkkac import __version__
@@ -70,9 +71,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Meeting transcripts to structured project plans with a fine-tuned LLM.",
         lifespan=lifespan,
+        # FastAPI's own pages load Swagger UI and ReDoc from a CDN; install_docs serves them.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_docs(app)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next) -> Response:  # type: ignore[no-untyped-def]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ttalkkac.cli import data, evaluate, generate, models, serve, train, up, worker
+from ttalkkac.logs import keep_stdout_for_results
 
 app = typer.Typer(
     name="ttalkkac",
@@ -12,6 +13,14 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def main() -> None:
+    # Before any command loads vLLM: stdout is for the command's result, logs go to stderr.
+    keep_stdout_for_results()
+
+
 app.add_typer(data.app, name="data", help="Inspect and export gold-standard data.")
 app.add_typer(models.app, name="models", help="Base models that work offline (demo model).")
 app.command("up")(up.up)  # deploy: the one-command launcher

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ttalkkac.cli.serve import LAUNCHER_READY_PATH
+
 if TYPE_CHECKING:
     from ttalkkac.settings import Settings
 
@@ -223,14 +225,17 @@ def child_specs(*, host: str, port: int, with_worker: bool, env: dict[str, str])
 class ReadyProbe:
     """Polls ``/ready``: true once it answers 200; remembers an engine that failed to start."""
 
-    def __init__(self, url: str, timeout_s: float = 2.0) -> None:
-        self.url = url
+    def __init__(self, base_url: str, timeout_s: float = 2.0) -> None:
+        # The marked path keeps these polls out of the API's access log (one a second).
+        self.request = urllib.request.Request(
+            base_url + LAUNCHER_READY_PATH, headers={"User-Agent": "ttalkkac-up"}
+        )
         self.timeout_s = timeout_s
         self.failure: str | None = None
 
     def __call__(self) -> bool:
         try:
-            with urllib.request.urlopen(self.url, timeout=self.timeout_s) as response:
+            with urllib.request.urlopen(self.request, timeout=self.timeout_s) as response:
                 return response.status == 200
         except urllib.error.HTTPError as exc:
             # 503 while loading; its body says when the engine gave up instead.
@@ -325,7 +330,7 @@ def up(
     base_url = f"http://{_public_host(host)}:{port}"
     exit_code = 0
     try:
-        probe = ReadyProbe(f"{base_url}/ready")
+        probe = ReadyProbe(base_url)
         outcome = supervisor.wait(probe, poll_s=1.0, timeout_s=ready_timeout)
         if outcome == "until" and probe.failure:
             logger.error("the API's engine failed to start: %s", probe.failure)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ttalkkac.logs import configure_logging
+from ttalkkac.logs import configure_logging, stdout_to_stderr
 from ttalkkac.settings import get_settings
 
 
@@ -19,6 +19,7 @@ def worker(
     """Run the training worker on the training queue (broker: REDIS_URL or the fallback)."""
     from worker.celery_app import start_worker
 
+    stdout_to_stderr()  # no result, only logs; Celery prints its banner to sys.__stdout__
     settings = get_settings()
     configure_logging(loglevel)
     settings.ensure_dirs()

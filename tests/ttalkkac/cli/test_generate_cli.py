@@ -1,8 +1,12 @@
-"""``ttalkkac generate`` in-process (transformers engine, tiny model)."""
+"""``ttalkkac generate`` in-process (transformers engine, tiny model), and once as a real process
+on vLLM for what it writes to stdout."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +68,22 @@ def test_errors_exit_nonzero_with_a_message(cli_env, tmp_path, terse_model_dir) 
         "--meeting", str(empty), "--engine", "transformers", "--base-model", str(terse_model_dir)
     )
     assert result.exit_code == 1 and "empty" in result.stderr
+
+
+@pytest.mark.slow
+def test_vllm_json_on_stdout_is_only_the_plan(tmp_path, terse_model_dir) -> None:
+    """`ttalkkac generate --format json > plan.json` in a real process: vLLM (and its engine
+    process) log dozens of INFO lines, all of them to stderr."""
+    meeting = tmp_path / "meeting.txt"
+    meeting.write_text("[00:01] Alice: I will write the spec.\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_LOGGING_STREAM"}
+    env.update(DATA_DIR=str(tmp_path / "data"), DEFAULT_MAX_TOKENS="256", MAX_MODEL_LEN="2048")
+    env["VLLM_LOGGING_LEVEL"] = "INFO"  # importing TRL in this process set it to ERROR
+    run = subprocess.run(
+        [sys.executable, "-m", "ttalkkac.cli.main", "generate", "--meeting", str(meeting),
+         "--engine", "vllm", "--base-model", str(terse_model_dir), "--format", "json"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    ProjectPlan.model_validate(json.loads(run.stdout))
+    assert "INFO" in run.stderr and "engine=vllm" in run.stderr, run.stderr[-6000:]
