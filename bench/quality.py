@@ -51,9 +51,7 @@ SMOKE_RECIPE: dict[str, Any] = {
     "max_seq_len": 1024,
     "warmup_steps": 0,
 }
-EVAL_SAMPLES = 24
-EVAL_MEETING_CHARS = 4000
-EVAL_SEED = 0
+EVAL_KV_CACHE_GB = 4
 
 
 def train_recipe(model: str, out_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +114,8 @@ async def evaluate_both(
         max_meeting_chars=max_meeting_chars,
         seed=seed,
     )
-    settings = service_settings(max_tokens)
+    # The service's settings but for a KV cache that holds the concurrent 5,000-token prompts.
+    settings = service_settings(max_tokens, cpu_kvcache_space_gb=EVAL_KV_CACHE_GB)
     tmp = Path(tempfile.mkdtemp(prefix="bench-quality-"))
     try:
         ref = ref_from_dir(
@@ -206,6 +205,7 @@ def run_quality_bench(
             "max_meeting_chars": max_meeting_chars,
             "seed": seed,
             "temperature": 0.0,
+            "cpu_kvcache_space_gb": EVAL_KV_CACHE_GB,
         }
         started = time.perf_counter()
         section |= asyncio.run(

@@ -89,7 +89,44 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", *_training_md(result["training"])]
     if "generation" in result:
         lines += ["", *_generation_md(result["generation"])]
+    if "quality" in result:
+        lines += ["", *_quality_md(result["quality"])]
     return "\n".join(lines)
+
+
+def _quality_md(quality: dict[str, Any]) -> list[str]:
+    """Base vs adapter vs the generic floor, through the service path (``bench.quality``)."""
+    from ttalkkac.evaluation.report import FIELD_LABELS, HEADLINE_HEADER, headline_rows
+
+    training = quality.get("training") or {}
+    settings = quality.get("evaluation_settings") or {}
+    lines = [
+        "### Quality: the demo recipe's adapter against the base model",
+        "",
+        f"- Training: {training.get('global_step', '?')} steps on "
+        f"{training.get('train_records', '?')} records in {_fmt(training.get('wall_s'))} s "
+        f"(loss {_fmt(training.get('first_train_loss'), 3)} -> {_fmt(training.get('train_loss'), 3)}, "
+        f"eval loss {_fmt(training.get('eval_loss'), 3)})",
+        f"- Evaluation: {quality.get('examples')} examples of the {settings.get('split')}, "
+        f"meetings cut to {_fmt(settings.get('max_meeting_chars'))} characters, greedy, seed "
+        f"{settings.get('seed')}; base {_fmt((quality.get('base') or {}).get('wall_s'))} s, "
+        f"adapter {_fmt((quality.get('adapter') or {}).get('wall_s'))} s",
+        "",
+        *HEADLINE_HEADER,
+        *headline_rows("base model", quality.get("base")),
+        *headline_rows("adapter (demo recipe)", quality.get("adapter")),
+        *headline_rows("generic floor", quality.get("generic_floor")),
+        "",
+        "| field | base | adapter | floor |",
+        "|---|---|---|---|",
+    ]
+    for name, label in FIELD_LABELS.items():
+        values = [
+            (quality.get(key) or {}).get("fields", {}).get(name)
+            for key in ("base", "adapter", "generic_floor")
+        ]
+        lines.append(f"| {name} ({label}) | " + " | ".join(_fmt(v) for v in values) + " |")
+    return lines
 
 
 def _training_md(training: dict[str, Any]) -> list[str]:
