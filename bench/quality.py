@@ -97,6 +97,7 @@ async def evaluate_both(
     max_meeting_chars: int,
     seed: int,
     max_tokens: int | None,
+    repeat: bool = True,
 ) -> dict[str, Any]:
     """Base, then adapter (merged into the weights), on the same examples through one service."""
     from bench.generation import service_settings
@@ -164,6 +165,20 @@ async def evaluate_both(
                 "rows": dicts,
             }
             out["generic_floor"] = summary["generic_floor"]
+            if adapter is not None and repeat:
+                # Reproducibility: the same adapter, seed and examples once more.
+                started = time.perf_counter()
+                again = await evaluate_examples(
+                    generator, examples, adapter=adapter, seed=seed, request_id="quality-repeat"
+                )
+                second = summarize([r.to_dict() for r in again])
+                out["adapter_repeat"] = {
+                    k: second[k] for k in ("field_chrf", "valid_rate", "grounding", "n")
+                } | {"wall_s": round(time.perf_counter() - started, 1)}
+                out["reproducibility"] = {
+                    "field_chrf_delta": round(abs(second["field_chrf"] - summary["field_chrf"]), 3),
+                    "same_plans": sum(a.plan == b.plan for a, b in zip(rows, again, strict=True)),
+                }
             logger.info(
                 "quality %s: field chrF %.2f, valid %.2f, grounding %.3f in %.0f s",
                 label,

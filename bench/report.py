@@ -117,6 +117,11 @@ def _quality_md(quality: dict[str, Any]) -> list[str]:
         *headline_rows("adapter (demo recipe)", quality.get("adapter")),
         *headline_rows("generic floor", quality.get("generic_floor")),
         "",
+        f"Reproducibility (the adapter evaluated twice, same seed): field chrF differs by "
+        f"{_fmt((quality.get('reproducibility') or {}).get('field_chrf_delta'), 3)}, "
+        f"{(quality.get('reproducibility') or {}).get('same_plans', '-')} of "
+        f"{quality.get('examples')} plans identical.",
+        "",
         "| field | base | adapter | floor |",
         "|---|---|---|---|",
     ]
