@@ -311,8 +311,6 @@ def _digest(text: str) -> str:
 
 
 async def _guide_section(cfg: dict[str, Any]) -> dict[str, Any]:
-    from ttalkkac.training.generation_check import judge
-
     meetings = [Meeting(**m) for m in cfg["meetings"]]
     inference = guide.GuideInference(cfg["model"], cfg["adapter"])
     started = time.perf_counter()
@@ -324,7 +322,7 @@ async def _guide_section(cfg: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         async with turn:
             output = await asyncio.to_thread(inference.generate, meeting.text, seed=seed)
-        verdict = judge(output.text)
+        verdict = guide.judge(output.text)
         return Sample(
             time.perf_counter() - t0,
             output.completion_tokens,

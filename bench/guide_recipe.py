@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from ttalkkac.plan import ProjectPlan
 from ttalkkac.prompts import SYSTEM_PROMPT, USER_PROMPT_TEMPLATE
 
@@ -181,6 +183,25 @@ class GuideOutput:
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+
+
+def judge(text: str) -> dict[str, Any]:
+    """The guide's answer parsed afterwards: whether ``text`` is JSON and a ``ProjectPlan``."""
+    try:
+        value = json.loads(text.strip())
+    except json.JSONDecodeError as exc:
+        return {"parseable": False, "schema_valid": False, "error": f"json: {exc.msg}"}
+    try:
+        ProjectPlan.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        return {
+            "parseable": True,
+            "schema_valid": False,
+            "error": f"schema: {where}: {first['msg']}",
+        }
+    return {"parseable": True, "schema_valid": True, "error": None}
 
 
 class GuideInference:

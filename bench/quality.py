@@ -60,7 +60,7 @@ def train_recipe(model: str, out_dir: Path, recipe: dict[str, Any]) -> dict[str,
     from ttalkkac.training.trainer import TrainData, train_lora
 
     gold = data.gold()
-    spec = TrainSpec.model_validate({**recipe, "generation_check_samples": 0})
+    spec = TrainSpec.model_validate(recipe)
     started = time.perf_counter()
     results = train_lora(
         base_model=model,

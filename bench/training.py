@@ -147,7 +147,6 @@ def _run_ours(
         max_steps=steps,
         gradient_accumulation_steps=accumulation,
         max_seq_len=max_seq_len,
-        generation_check_samples=0,
         logging_steps=1,
         **options,
     )

@@ -277,8 +277,6 @@ def run(args: argparse.Namespace, summary: dict[str, Any]) -> None:
             "min_quality": 0,
             "include_unscored": True,
             "max_seq_len": args.max_seq_len,
-            "generation_check_samples": 1,
-            "generation_max_new_tokens": 128,
         }
         job = _check(
             client.post(

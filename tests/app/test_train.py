@@ -79,6 +79,8 @@ def queued_job_ids(broker_names: tuple[str, str]) -> list[str]:
         ({"learning_rate": -1}, "body.hyperparameters.learning_rate"),
         ({"num_train_epochs": "many"}, "body.hyperparameters.num_train_epochs"),
         ({"batch": 4}, "body.hyperparameters.batch"),
+        # Removed with the generation check; only stored job rows may still hold it.
+        ({"generation_check_samples": 0}, "body.hyperparameters.generation_check_samples"),
     ],
 )
 def test_invalid_hyperparameters_are_422_naming_the_field(

@@ -28,6 +28,14 @@ from ttalkkac.training.spec import TrainSpec
 
 console = Console(stderr=True)
 
+# Whether an adapter writes valid, good plans is the service's evaluation (constrained decoding
+# through the serving engine), not the trainer's: one validity figure, in one place.
+SCORE_HINT = (
+    "not scored here: score the adapter (valid rate, field chrF, grounding) with "
+    "`ttalkkac eval --adapter NAME --dataset DATASET` against a running service that has it "
+    "registered; the service registers and evaluates the adapters of its own jobs (POST /train)"
+)
+
 
 class ConsoleReporter(Reporter):
     """A rich progress bar over optimizer steps, with events printed above it."""
@@ -130,12 +138,6 @@ def train(
     max_eval_samples: Annotated[
         int | None, typer.Option(help="Validation examples evaluated during training [all].")
     ] = None,
-    generation_check: Annotated[
-        int | None, typer.Option(help="Validation meetings generated after training [3].")
-    ] = None,
-    generation_max_new_tokens: Annotated[
-        int | None, typer.Option(help="Token budget per generated plan [1536].")
-    ] = None,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "WARNING",
 ) -> None:
     """Fine-tune a LoRA adapter on gold data; writes the adapter, results and loss curve."""
@@ -158,8 +160,6 @@ def train(
             "val_fraction": val_fraction,
             "seed": seed,
             "max_eval_samples": max_eval_samples,
-            "generation_check_samples": generation_check,
-            "generation_max_new_tokens": generation_max_new_tokens,
             "lora": {
                 "r": lora_r,
                 "alpha": lora_alpha,
@@ -225,8 +225,6 @@ def train(
             "train_tokens_per_second",
         )
     }
-    summary["generation_check"] = {
-        k: results["generation_check"].get(k) for k in ("samples", "parseable", "schema_valid")
-    }
     summary["out"] = str(out)
     typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+    console.print(SCORE_HINT, soft_wrap=True, markup=False, highlight=False)

@@ -90,7 +90,7 @@ def evaluate_after_training(
         return []
     from ttalkkac.training.spec import TrainSpec
 
-    spec = TrainSpec.model_validate(job.hyperparameters)
+    spec = TrainSpec.from_stored(job.hyperparameters)
     if spec.val_fraction == 0:
         logger.info("[job %s] val_fraction 0: no validation split to evaluate on", job.id)
         return []

@@ -47,7 +47,7 @@ def _execute(
 
     job_id = job.id
     try:
-        spec = TrainSpec.model_validate(job.hyperparameters)
+        spec = TrainSpec.from_stored(job.hyperparameters)
         base_model = _resolve_base_model(job, settings)
         with db.session() as session:
             crud.update_job(session, id=job_id, base_model=base_model)
@@ -148,9 +148,6 @@ def _register(
             "train_tokens_per_second",
         )
     }
-    check = results.get("generation_check") or {}
-    metrics["generation_parse_rate"] = check.get("parse_rate")
-    metrics["generation_schema_valid_rate"] = check.get("schema_valid_rate")
     existing = crud.get_adapter(session, name=name)
     if existing is None:
         crud.create_adapter(
@@ -168,13 +165,10 @@ def _register(
 
 
 def _summary(results: dict[str, Any]) -> dict[str, Any]:
-    check = results.get("generation_check") or {}
     return {
         "train_loss": results.get("train_loss"),
         "eval_loss": results.get("eval_loss"),
         "best_eval_loss": results.get("best_eval_loss"),
         "train_runtime": results.get("train_runtime"),
         "train_tokens_per_second": results.get("train_tokens_per_second"),
-        "generation_parse_rate": check.get("parse_rate"),
-        "generation_schema_valid_rate": check.get("schema_valid_rate"),
     }

@@ -8,8 +8,10 @@ module only pads them, so training and validation loss are over answer tokens on
    ``eval_steps``, resuming from the last complete checkpoint in ``out_dir/checkpoints`` if any;
 3. keep the best checkpoint by validation loss, save it as ``adapter_model.safetensors`` +
    ``adapter_config.json`` in ``out_dir``;
-4. run the generation check and write ``training_results.json``, ``log_history.json`` and
-   ``loss.png``.
+4. write ``training_results.json``, ``log_history.json`` and ``loss.png``.
+
+Whether the adapter writes valid plans is the post-training evaluation's question
+(``ttalkkac.evaluation``, through the serving engine), not the trainer's.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from typing import Any
 from ttalkkac.errors import DataError, JobCancelled
 from ttalkkac.hardware import Device
 from ttalkkac.training.callbacks import CancelCallback, ProgressCallback
-from ttalkkac.training.generation_check import CheckItem, generation_check
 from ttalkkac.training.report import (
     LOG_HISTORY_FILE,
     LOSS_PLOT_FILE,
@@ -146,7 +147,7 @@ def _load_model(base_model: str, precision: str) -> Any:
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
-    model.config.use_cache = False  # incompatible with gradient checkpointing; generate sets it
+    model.config.use_cache = False  # incompatible with gradient checkpointing
     return model
 
 
@@ -312,8 +313,7 @@ def train_lora(
     state = trainer.state
     best_step = _checkpoint_step(state.best_model_checkpoint)
     final_eval = trainer.evaluate() if val_set else {}
-    model = trainer.model
-    model.save_pretrained(str(out_dir), safe_serialization=True)
+    trainer.model.save_pretrained(str(out_dir), safe_serialization=True)
     # Never a pickle: a stale .bin from another tool must not shadow the safetensors file.
     (out_dir / "adapter_model.bin").unlink(missing_ok=True)
     reporter.event(
@@ -321,28 +321,6 @@ def train_lora(
         data={"path": str(out_dir), "best_step": best_step, "eval": final_eval},
     )
 
-    check = {"samples": 0, "skipped": "generation_check_samples is 0"}
-    if spec.generation_check_samples and data.val:
-        items = [
-            CheckItem(str(r.meeting_id), r.meeting_text)
-            for r in _one_per_meeting(data.val)[: spec.generation_check_samples]
-        ]
-        reporter.event(f"generation check on {len(items)} validation meeting(s)")
-        model.config.use_cache = True
-        check = generation_check(
-            model,
-            tokenizer,
-            items,
-            max_new_tokens=spec.generation_max_new_tokens,
-            max_seq_len=spec.max_seq_len,
-            should_stop=reporter.should_cancel,
-        )
-        reporter.event(
-            f"generation check: {check['parseable']}/{check['samples']} parseable, "
-            f"{check['schema_valid']}/{check['samples']} schema-valid",
-            type="metrics",
-            data={k: v for k, v in check.items() if k != "items"},
-        )
     if reporter.should_cancel():
         raise JobCancelled("cancelled after training")
 
@@ -377,7 +355,6 @@ def train_lora(
         "best_eval_loss_seen": min(eval_losses) if eval_losses else None,
         "best_step": best_step,
         "data": {"loader": data.stats, "examples": example_stats},
-        "generation_check": check,
         "library_versions": library_versions(),
         "torch_threads": torch.get_num_threads(),
     }
@@ -423,18 +400,6 @@ def _checkpoint_step(path: str | None) -> int | None:
         return int(Path(path).name.rsplit("-", 1)[1])
     except (IndexError, ValueError):
         return None
-
-
-def _one_per_meeting(records: list[Any]) -> list[Any]:
-    """First record of each meeting (chunk records share a meeting), in a stable order."""
-    seen: set[str] = set()
-    out = []
-    for r in records:
-        key = str(getattr(r, "meeting_id", id(r)))
-        if key not in seen:
-            seen.add(key)
-            out.append(r)
-    return out
 
 
 def write_partial_outputs(out_dir: Path, log_history: list[dict[str, Any]]) -> None:

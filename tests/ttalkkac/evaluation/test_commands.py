@@ -149,3 +149,18 @@ def test_after_training_can_be_switched_off(env) -> None:
             hyperparameters=TrainSpec().model_dump(mode="json"),
         )
         assert commands.evaluate_after_training(session, off, job, "alpha") == []
+
+
+def test_after_training_reads_a_job_stored_with_the_removed_generation_check_settings(
+    env,
+) -> None:
+    settings, db, dataset_id = env
+    stored = TrainSpec(val_fraction=0.3).model_dump(mode="json")
+    stored |= {"generation_check_samples": 3, "generation_max_new_tokens": 1536}
+    with db.session() as session:
+        job = crud.create_job(
+            session, dataset_id=dataset_id, base_model="m", hyperparameters=stored
+        )
+        created = commands.evaluate_after_training(session, settings, job, "alpha")
+    assert [e.adapter for e in created] == ["alpha", BASE]
+    assert created[0].selection["val_fraction"] == 0.3

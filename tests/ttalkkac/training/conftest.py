@@ -75,8 +75,6 @@ def trained_run(
         logging_steps=2,
         eval_steps=6,
         max_seq_len=512,
-        generation_check_samples=2,
-        generation_max_new_tokens=48,
         lora={"r": 8, "alpha": 16},
     )
     before = file_digest(tiny_model_dir / "model.safetensors")

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tests.utils.training_data import write_tiny_gold
 from ttalkkac.cli.main import app
-from ttalkkac.cli.train import default_out_dir
+from ttalkkac.cli.train import SCORE_HINT, default_out_dir
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +38,24 @@ def test_train_writes_adapter_and_results(tiny_model_dir: Path, tmp_path: Path, 
         "--val-fraction", "0.2",
         "--lora-r", "4",
         "--target-modules", "q_proj,v_proj",
-        "--generation-check", "0",
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["global_step"] == 4 and summary["out"] == str(out)
+    assert set(summary) == {
+        "train_loss",
+        "eval_loss",
+        "best_eval_loss",
+        "global_step",
+        "train_runtime",
+        "train_tokens_per_second",
+        "out",
+    }
+    # Validity is scored by the service's evaluation: one line says how, after the summary.
+    hint = [line for line in result.stderr.splitlines() if "ttalkkac eval" in line]
+    assert hint == [SCORE_HINT]
+    assert "ttalkkac eval --adapter NAME --dataset DATASET" in SCORE_HINT
     results = json.loads((out / "training_results.json").read_text())
     assert results["train_loss"] is not None and results["eval_loss"] is not None
     assert results["hyperparameters"]["lora"]["r"] == 4

@@ -46,10 +46,22 @@ def test_invalid_values_name_the_field(payload: dict, field: str) -> None:
     assert field in locs
 
 
-def test_generation_budget_must_leave_room_for_the_prompt() -> None:
-    with pytest.raises(ValidationError, match="generation_max_new_tokens"):
-        TrainSpec(max_seq_len=512, generation_max_new_tokens=512)
-    TrainSpec(max_seq_len=512, generation_max_new_tokens=512, generation_check_samples=0)
+def test_a_stored_row_with_the_removed_generation_check_settings_still_validates() -> None:
+    # Job rows stored before the generation check was removed carry its two settings.
+    stored = TrainSpec(max_steps=5, lora=LoraSpec(r=8)).model_dump(mode="json")
+    legacy = {**stored, "generation_check_samples": 3, "generation_max_new_tokens": 1536}
+    spec = TrainSpec.from_stored(legacy)
+    assert spec == TrainSpec.from_stored(stored) == TrainSpec.model_validate(stored)
+    assert (spec.max_steps, spec.lora.r) == (5, 8)
+    assert "generation_check_samples" not in spec.model_dump()
+
+
+def test_only_the_two_legacy_keys_are_forgiven_and_only_in_stored_rows() -> None:
+    with pytest.raises(ValidationError) as info:  # a request: refused, naming the field
+        TrainSpec.model_validate({"generation_check_samples": 0})
+    assert [e["loc"] for e in info.value.errors()] == [("generation_check_samples",)]
+    with pytest.raises(ValidationError, match="lerning_rate"):
+        TrainSpec.from_stored({"generation_max_new_tokens": 16, "lerning_rate": 1e-4})
 
 
 def test_to_peft_config_maps_every_field() -> None:
