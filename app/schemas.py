@@ -9,11 +9,35 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ttalkkac.meetings import Utterance
 from ttalkkac.plan import ProjectPlan
+from ttalkkac.text import invalid_unicode_at
 from ttalkkac.training.spec import TrainSpec
+
+
+class RequestModel(BaseModel):
+    """Base of every JSON request body: strings that are not valid Unicode are refused (422).
+
+    pydantic lets a lone surrogate (``"\\ud800"`` in the JSON) through a plain ``str`` field;
+    the store, the tokenizer and hashing then fail on it with a 500. The whole raw body is
+    checked once here, nested models included, before any field is validated.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        where = invalid_unicode_at(data)
+        if where is not None:
+            raise PydanticCustomError(
+                "string_unicode",
+                "{where}: not valid Unicode (a lone surrogate such as \\ud800); send UTF-8 text",
+                {"where": where},
+            )
+        return data
+
 
 # --- datasets and training jobs --------------------------------------------------------------
 
@@ -49,7 +73,7 @@ class DatasetsPublic(BaseModel):
     count: int
 
 
-class JobCreate(BaseModel):
+class JobCreate(RequestModel):
     """A LoRA fine-tuning job. Hyperparameters default to the fine-tuning guide's."""
 
     model_config = ConfigDict(
@@ -228,7 +252,7 @@ _PLAN_EXAMPLE = {
 }
 
 
-class GenerateRequest(BaseModel):
+class GenerateRequest(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={

@@ -33,6 +33,8 @@ _CHUNK = 1024 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _SYMLINK = 0o120000
 _FILE_TYPE_MASK = 0o170000
+_MAX_NAME_BYTES = 255  # NAME_MAX of Linux file systems
+_MAX_PATH_BYTES = 1024  # inside the archive; the data folder's own path comes on top
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ def _entry_name(info: zipfile.ZipInfo) -> str:
 
 
 def safe_relative(name: str) -> PurePosixPath:
-    """The entry's path inside the archive, or ``InvalidInput`` when it could escape it."""
+    """The entry's path inside the archive, or ``InvalidInput`` when it could escape it or
+    could not be created (a name part over the file system's 255 bytes, a path over 1 KiB)."""
     if "\x00" in name:
         raise InvalidInput(f"zip entry name contains NUL: {name!r}")
     unified = name.replace("\\", "/")
@@ -82,7 +85,47 @@ def safe_relative(name: str) -> PurePosixPath:
     parts = [p for p in unified.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise InvalidInput(f"zip entry escapes the archive folder: {name!r}")
+    # Linux refuses longer names with ENAMETOOLONG, which would surface as a 500 mid-extract.
+    if any(len(p.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES for p in parts):
+        raise InvalidInput(
+            f"zip entry has a name part over {_MAX_NAME_BYTES} bytes: {_short(name)!r}"
+        )
+    if len("/".join(parts).encode("utf-8", "surrogatepass")) > _MAX_PATH_BYTES:
+        raise InvalidInput(f"zip entry path is over {_MAX_PATH_BYTES} bytes: {_short(name)!r}")
     return PurePosixPath(*parts) if parts else PurePosixPath(".")
+
+
+def _short(name: str, keep: int = 60) -> str:
+    return name if len(name) <= keep else f"{name[:keep]}..."
+
+
+def _is_dir_entry(info: zipfile.ZipInfo, name: str) -> bool:
+    # Windows tools write folder entries as "name\\": zipfile only knows "name/".
+    return info.is_dir() or name.replace("\\", "/").endswith("/")
+
+
+def _check_tree(entries: list[tuple[str, PurePosixPath, bool]]) -> None:
+    """``InvalidInput`` unless the entries make one tree: no file where a folder must be.
+
+    A file ``a`` and an entry ``a/b`` (or a folder ``a/``), or a file named ``.``, cannot both
+    be written: the second ``mkdir``/``open`` fails with ``FileExistsError``/``IsADirectoryError``.
+    """
+    files: dict[PurePosixPath, str] = {}
+    folders: set[PurePosixPath] = set()
+    for name, rel, is_dir in entries:
+        if is_dir:
+            folders.add(rel)
+        elif rel == PurePosixPath("."):
+            raise InvalidInput(f"zip entry has no file name: {name!r}")
+        else:
+            files.setdefault(rel, name)
+        folders.update(rel.parents)
+    clashes = sorted(set(files) & folders)
+    if clashes:
+        raise InvalidInput(
+            f"zip entries conflict: {files[clashes[0]]!r} is a file, and other entries use it "
+            "as a folder"
+        )
 
 
 def safe_extract(
@@ -93,7 +136,9 @@ def safe_extract(
     root = dest.resolve()
     try:
         zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, EOFError) as exc:
+        # UnicodeDecodeError: an entry flagged UTF-8 whose name is not; the others: headers
+        # that lie about offsets or sizes.
         raise InvalidInput(f"not a valid zip file: {exc}") from exc
     with zf:
         infos = zf.infolist()
@@ -107,7 +152,8 @@ def safe_extract(
                 f"zip unpacks to {declared} bytes; at most {max_unpacked_bytes} "
                 "(MAX_DATASET_UNPACKED_BYTES)"
             )
-        plan: list[tuple[zipfile.ZipInfo, Path]] = []
+        plan: list[tuple[zipfile.ZipInfo, Path, bool]] = []
+        tree: list[tuple[str, PurePosixPath, bool]] = []
         for info in infos:  # check every entry before writing any
             name = _entry_name(info)
             rel = safe_relative(name)
@@ -116,7 +162,10 @@ def safe_extract(
             target = (root / rel).resolve()
             if not target.is_relative_to(root):
                 raise InvalidInput(f"zip entry escapes the archive folder: {name!r}")
-            plan.append((info, target))
+            is_dir = _is_dir_entry(info, name)
+            plan.append((info, target, is_dir))
+            tree.append((name, rel, is_dir))
+        _check_tree(tree)
         try:
             return _write_entries(zf, plan, max_unpacked_bytes)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
@@ -125,11 +174,11 @@ def safe_extract(
 
 
 def _write_entries(
-    zf: zipfile.ZipFile, plan: list[tuple[zipfile.ZipInfo, Path]], max_unpacked_bytes: int
+    zf: zipfile.ZipFile, plan: list[tuple[zipfile.ZipInfo, Path, bool]], max_unpacked_bytes: int
 ) -> tuple[int, int]:
     files = written = 0
-    for info, target in plan:
-        if info.is_dir():
+    for info, target, is_dir in plan:
+        if is_dir:
             target.mkdir(parents=True, exist_ok=True)
             continue
         target.parent.mkdir(parents=True, exist_ok=True)

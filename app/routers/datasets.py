@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request, UploadFile
 
-from app.deps import AuthDep, SessionDep, SettingsDep
+from app.deps import AuthDep, OffsetQuery, SessionDep, SettingsDep
 from app.schemas import DatasetPublic, DatasetsPublic
 from ttalkkac import datasets
 from ttalkkac.errors import NotFound, PayloadTooLarge
@@ -43,7 +43,7 @@ def upload_dataset(
 @router.get("", response_model=DatasetsPublic)
 def list_datasets(
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> DatasetsPublic:
     """Newest first."""

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 
-from app.deps import AuthDep, DatabaseDep, SessionDep, SettingsDep
+from app.deps import MAX_OFFSET, AuthDep, DatabaseDep, OffsetQuery, SessionDep, SettingsDep
 from app.schemas import JobCreate, JobEventPublic, JobEventsPublic, JobPublic, JobsPublic
 from ttalkkac import jobs
 from ttalkkac.datasets import check_filter
@@ -99,7 +99,7 @@ def create_job(
 @router.get("", response_model=JobsPublic)
 def list_jobs(
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> JobsPublic:
     """Newest first."""
@@ -116,7 +116,9 @@ def get_job(job_id: str, session: SessionDep) -> JobPublic:
 def list_events(
     job_id: str,
     session: SessionDep,
-    after: Annotated[int, Query(ge=0, description="Only events with seq > after.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_OFFSET, description="Only events with seq > after.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> JobEventsPublic:
     job = _job_or_404(session, job_id)

@@ -165,6 +165,14 @@ def test_submit_commits_then_enqueues_and_lists_newest_first(
     assert plot.status_code == 200 and plot.content[:4] == b"\x89PNG"
 
 
+def test_offsets_past_sqlite_integers_are_422(client: TestClient) -> None:
+    for path, name in (("/train", "offset"), ("/train/job_missing/events", "after")):
+        response = client.get(path, params={name: 2**63})  # SQLite: OverflowError, a 500
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["error"]["detail"][0]["field"] == f"query.{name}"
+    assert client.get("/train", params={"offset": 2**31 - 1}).json()["data"] == []
+
+
 def test_broker_down_fails_the_job_visibly(tmp_path: Path, broker_names: tuple[str, str]) -> None:
     from app.main import create_app
 
