@@ -101,7 +101,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             request,
             exc.status_code,
-            "http_error",
+            getattr(exc, "code", "http_error"),  # app.guard's BodyTooLarge names its own
             str(exc.detail),
             headers=getattr(exc, "headers", None),
         )
