@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from ttalkkac.datasets import public_stats
 from ttalkkac.meetings import Utterance
 from ttalkkac.plan import ProjectPlan
 from ttalkkac.text import invalid_unicode_at
@@ -52,7 +53,9 @@ class DatasetPublic(BaseModel):
     kind: str = Field(description="'gold' (results + meetings folders) or 'chat_jsonl'.")
     size_bytes: int = Field(description="Size of the upload as received.")
     records: int = Field(description="Usable records (train + validation) before any filter.")
-    stats: dict[str, Any] = Field(description="Layout and the data loader's statistics.")
+    stats: dict[str, Any] = Field(
+        description="Layout and the data loader's statistics (paths relative to the dataset)."
+    )
     created_at: datetime
 
     @classmethod
@@ -63,7 +66,7 @@ class DatasetPublic(BaseModel):
             kind=row.kind,
             size_bytes=row.size_bytes,
             records=int((row.stats or {}).get("records", 0)),
-            stats=row.stats or {},
+            stats=public_stats(row),
             created_at=row.created_at,
         )
 
@@ -369,7 +372,17 @@ class HealthPublic(BaseModel):
     version: str
 
 
-class ReadyPublic(BaseModel):
+class ReadyStatus(BaseModel):
+    """What ``/ready`` tells a caller without an API key when keys are configured."""
+
+    ready: bool = Field(description="Engine loaded and a warm-up generation succeeded.")
+    state: str = Field(
+        description="created | preparing (merging the active adapter) | loading | warming | "
+        "ready | restarting | engine_dead | failed | stopped | disabled"
+    )
+
+
+class ReadyPublic(ReadyStatus):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -394,11 +407,6 @@ class ReadyPublic(BaseModel):
         }
     )
 
-    ready: bool = Field(description="Engine loaded and a warm-up generation succeeded.")
-    state: str = Field(
-        description="created | preparing (merging the active adapter) | loading | warming | "
-        "ready | restarting | engine_dead | failed | stopped | disabled"
-    )
     engine: str
     mode: str = Field(
         description="How adapters are served: 'merged' (the active adapter merged into the "

@@ -252,7 +252,36 @@ def load_records(
     val_fraction: float,
     seed: int,
 ) -> Any:
-    """The data lane's loader on a stored dataset: an object with ``train``, ``val``, ``stats``."""
+    """The data lane's loader on a stored dataset: an object with ``train``, ``val``, ``stats``.
+
+    A ``DataError`` says where in the dataset, never where on the server: its message and
+    detail reach API answers (paths are made relative to ``folder``).
+    """
+    try:
+        return _load_records(
+            folder,
+            layout,
+            min_quality=min_quality,
+            include_unscored=include_unscored,
+            val_fraction=val_fraction,
+            seed=seed,
+        )
+    except DataError as exc:
+        exc.message = relative_paths(exc.message, folder)
+        exc.detail = relative_paths(exc.detail, folder)
+        exc.args = (exc.message,)
+        raise
+
+
+def _load_records(
+    folder: Path,
+    layout: Layout,
+    *,
+    min_quality: float,
+    include_unscored: bool,
+    val_fraction: float,
+    seed: int,
+) -> Any:
     if layout.kind == "gold":
         from ttalkkac.data.gold import load_gold
 
@@ -280,6 +309,41 @@ def stats_dict(stats: Any) -> dict[str, Any]:
     return stats.to_dict() if hasattr(stats, "to_dict") else dict(vars(stats))
 
 
+def relative_paths(value: Any, root: Path) -> Any:
+    """``value`` with every path under ``root`` written relative to it (``.`` for ``root``).
+
+    The loaders record the folders they read (``results_dir``); stats and errors end up in API
+    answers and job events, which must show the dataset's layout, not the server's folders.
+    """
+    if isinstance(value, str):
+        prefix = str(root)
+        if prefix not in value:
+            return value
+        return value.replace(prefix + "/", "").replace(prefix, ".")
+    if isinstance(value, dict):
+        return {k: relative_paths(v, root) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [relative_paths(v, root) for v in value]
+    return value
+
+
+def _loader_stats(loaded: Any, folder: Path) -> dict[str, Any]:
+    return relative_paths(stats_dict(loaded.stats), folder)
+
+
+def staging_dir(settings: Settings, dataset_id: str) -> Path:
+    """Where an upload is unpacked and checked before it becomes ``DATASETS_DIR/<id>``."""
+    return settings.datasets_dir / f".incoming-{dataset_id}"
+
+
+def public_stats(dataset: Dataset) -> dict[str, Any]:
+    """A stored dataset's stats without server paths, rows recorded before this rule included
+    (their loader stats hold the staging folder's absolute path)."""
+    folder = Path(dataset.path)
+    stats = relative_paths(dataset.stats or {}, folder)
+    return relative_paths(stats, folder.parent / f".incoming-{dataset.id}")
+
+
 def layout_of(dataset: Dataset) -> Layout:
     info = dict(dataset.stats.get("layout") or {})
     return Layout(**info) if info else Layout(dataset.kind)
@@ -297,7 +361,11 @@ def load_training_data(dataset: Dataset, spec: Any) -> Any:
         val_fraction=spec.val_fraction,
         seed=spec.seed,
     )
-    return TrainData(train=list(loaded.train), val=list(loaded.val), stats=stats_dict(loaded.stats))
+    return TrainData(
+        train=list(loaded.train),
+        val=list(loaded.val),
+        stats=_loader_stats(loaded, Path(dataset.path)),
+    )
 
 
 def check_filter(dataset: Dataset, spec: Any) -> dict[str, Any]:
@@ -312,7 +380,7 @@ def check_filter(dataset: Dataset, spec: Any) -> dict[str, Any]:
     )
     if not loaded.train:
         raise DataError("the dataset's training split is empty with these options")
-    return stats_dict(loaded.stats)
+    return _loader_stats(loaded, Path(dataset.path))
 
 
 # --- the upload ------------------------------------------------------------------------------
@@ -344,7 +412,7 @@ def ingest_upload(
     """Store, unpack, validate and record one upload. Nothing is kept when it is rejected."""
     settings.ensure_dirs()
     dataset_id = new_id("ds")
-    staging = settings.datasets_dir / f".incoming-{dataset_id}"
+    staging = staging_dir(settings, dataset_id)
     final = settings.datasets_dir / dataset_id
     staging.mkdir(parents=True)
     try:
@@ -370,7 +438,7 @@ def ingest_upload(
         loaded = load_records(
             staging, layout, min_quality=0.0, include_unscored=True, val_fraction=0.1, seed=42
         )
-        loader_stats = stats_dict(loaded.stats)
+        loader_stats = _loader_stats(loaded, staging)
         staging.rename(final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

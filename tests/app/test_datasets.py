@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.utils.training_data import chat_jsonl, tiny_gold_zip
+from tests.utils.training_data import chat_jsonl, tiny_gold_zip, write_tiny_gold, zip_dir
 
 
 @pytest.fixture
@@ -226,3 +226,47 @@ def test_offset_past_sqlite_integers_is_422(client: TestClient) -> None:
         assert response.status_code == 422, response.text
         assert response.json()["error"]["detail"][0]["field"] == "query.offset"
     assert client.get("/datasets", params={"offset": 2**31 - 1}).json()["data"] == []
+
+
+def test_answers_hold_no_server_paths(client: TestClient, tmp_path: Path) -> None:
+    server_root = str(client.datasets_dir.parent)  # type: ignore[attr-defined]
+    response = post(client, tiny_gold_zip(tmp_path, n=3).read_bytes(), "gold.zip")
+    assert response.status_code == 201, response.text
+    assert server_root not in response.text
+    stats = response.json()["stats"]
+    assert stats["loader"]["results_dir"] == stats["layout"]["results_dir"]
+    assert stats["loader"]["results_dir"].startswith("files/")
+    for page in (f"/datasets/{response.json()['id']}", "/datasets"):
+        assert server_root not in client.get(page).text
+
+    # A gold zip whose every record is unusable: the 422's detail is the loader's stats.
+    write_tiny_gold(tmp_path / "bad", 2)
+    for result in (tmp_path / "bad").rglob("result.json"):
+        result.write_text("{not json")
+    response = post(client, zip_dir(tmp_path / "bad", tmp_path / "bad.zip").read_bytes())
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["detail"]["skipped"] == {"bad_json": 2}
+    assert server_root not in response.text
+
+
+def test_rows_stored_with_server_paths_are_answered_without(client: TestClient) -> None:
+    from ttalkkac.store import crud
+    from ttalkkac.store.db import Database
+
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    final = settings.datasets_dir / "ds_old"
+    staging = settings.datasets_dir / ".incoming-ds_old"
+    db = Database(settings.resolved_database_url)
+    with db.session() as session:
+        crud.create_dataset(
+            session,
+            id="ds_old",
+            name="old",
+            kind="gold",
+            path=str(final),
+            size_bytes=1,
+            stats={"records": 1, "loader": {"results_dir": f"{staging}/files/gold/results"}},
+        )
+    db.dispose()
+    body = client.get("/datasets/ds_old").json()
+    assert body["stats"]["loader"]["results_dir"] == "files/gold/results"

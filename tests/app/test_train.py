@@ -121,6 +121,9 @@ def test_a_filter_that_leaves_nothing_is_refused_at_submission(
     response = client.post("/train", json={"dataset_id": dataset_id})  # min_quality 7 default
     assert response.status_code == 422
     assert "min-quality" in response.json()["error"]["message"]
+    # The loader's stats come back as the detail: the dataset's layout, not the server's paths.
+    assert response.json()["error"]["detail"]["results_dir"].startswith("files/")
+    assert str(client.app.state.settings.data_dir) not in response.text
     assert client.get("/train").json()["count"] == 0
     response = client.post(
         "/train", json={"dataset_id": dataset_id, "hyperparameters": {"min_quality": 6}}
