@@ -97,7 +97,8 @@ class JobCreate(RequestModel):
         default=None,
         min_length=1,
         max_length=500,
-        description="Hub id or a folder inside the data folder. Default: the service's.",
+        description="One of ALLOWED_BASE_MODELS (default: the service's configured models) or "
+        "a model folder inside the managed models folder. Default: the service's.",
     )
     hyperparameters: TrainSpec = Field(default_factory=TrainSpec)
     suffix: str | None = Field(

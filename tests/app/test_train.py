@@ -102,6 +102,37 @@ def test_invalid_suffix_and_base_model(client: TestClient, tmp_path: Path) -> No
     assert response.status_code == 422 and "base_model" in response.json()["error"]["message"]
 
 
+def test_base_model_is_limited_to_the_allowlist_and_managed_models(
+    client: TestClient, tmp_path: Path
+) -> None:
+    settings = client.app.state.settings
+    dataset_id = upload(client, tmp_path)
+    # An uploaded dataset's folder with a config.json was accepted as a model.
+    planted = settings.datasets_dir / dataset_id / "config.json"
+    planted.write_text("{}")
+    for value in ("someone/any-model", str(planted.parent)):
+        response = client.post("/train", json={"dataset_id": dataset_id, "base_model": value})
+        assert response.status_code == 422, (value, response.text)
+        error = response.json()["error"]
+        assert "not allowed" in error["message"] and "Qwen/Qwen3-4B" in error["message"]
+        assert error["detail"][0]["allowed"] == ["Qwen/Qwen3-4B", "SmolLM2-135M-Instruct"]
+    assert client.get("/train").json()["count"] == 0
+    managed = settings.models_dir / "my-base"
+    managed.mkdir()
+    (managed / "config.json").write_text("{}")
+    for value, stored in (("my-base", str(managed)), ("Qwen/Qwen3-4B", "Qwen/Qwen3-4B")):
+        response = client.post(
+            "/train",
+            json={
+                "dataset_id": dataset_id,
+                "base_model": value,
+                "hyperparameters": {"max_steps": 1},
+            },
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["base_model"] == stored
+
+
 def test_unknown_dataset_and_job_are_404(client: TestClient) -> None:
     response = client.post("/train", json={"dataset_id": "ds_missing"})
     assert response.status_code == 404 and "ds_missing" in response.json()["error"]["message"]
