@@ -5,6 +5,7 @@ Envelope: ``{"error": {"code": str, "message": str, "detail": any, "request_id":
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -36,6 +37,32 @@ def status_for(exc: errors.TtalkkacError) -> int:
     return 500
 
 
+class EnvelopeResponse(JSONResponse):
+    """A JSON answer that cannot fail to encode: an error about bad text may quote it.
+
+    A lone surrogate echoed from a request (a field name, a value in a message) makes the UTF-8
+    encoding of ``ensure_ascii=False`` raise; ASCII escapes then spell it as valid JSON.
+    """
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def error_body(code: str, message: str, detail: Any = None, request_id: str | None = None) -> dict:
+    """The envelope, for handlers and for the middleware that answers before any route runs."""
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "detail": jsonable_encoder(detail),
+            "request_id": request_id,
+        }
+    }
+
+
 def error_response(
     request: Request,
     status: int,
@@ -44,15 +71,8 @@ def error_response(
     detail: Any = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = {
-        "error": {
-            "code": code,
-            "message": message,
-            "detail": jsonable_encoder(detail),
-            "request_id": getattr(request.state, "request_id", None),
-        }
-    }
-    return JSONResponse(body, status_code=status, headers=headers)
+    body = error_body(code, message, detail, getattr(request.state, "request_id", None))
+    return EnvelopeResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -81,7 +101,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             request,
             exc.status_code,
-            "http_error",
+            getattr(exc, "code", "http_error"),  # app.guard's BodyTooLarge names its own
             str(exc.detail),
             headers=getattr(exc, "headers", None),
         )

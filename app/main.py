@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request, Response
 
 from app.docs import install_docs
 from app.errors import install_error_handlers
+from app.guard import RequestGuard, public_paths
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from ttalkkac import __version__
 from ttalkkac.logs import configure_logging
@@ -79,6 +80,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_docs(app)
 
+    from app.routers import include_routers
+
+    include_routers(app)
+    # Added before request_context so that it runs inside it: the guard's own answers (401,
+    # 413) get a request id and are counted like any other.
+    app.add_middleware(RequestGuard, settings=settings, public=public_paths(app.routes))
+
     @app.middleware("http")
     async def request_context(request: Request, call_next) -> Response:  # type: ignore[no-untyped-def]
         request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
@@ -92,7 +100,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["X-Request-Id"] = request_id
         return response
 
-    from app.routers import include_routers
-
-    include_routers(app)
     return app

@@ -9,12 +9,37 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from ttalkkac.datasets import public_stats
 from ttalkkac.evaluation.examples import MAX_SAMPLES, EvalSplit, Selection
 from ttalkkac.meetings import Utterance
 from ttalkkac.plan import ProjectPlan
+from ttalkkac.text import invalid_unicode_at
 from ttalkkac.training.spec import TrainSpec
+
+
+class RequestModel(BaseModel):
+    """Base of every JSON request body: strings that are not valid Unicode are refused (422).
+
+    pydantic lets a lone surrogate (``"\\ud800"`` in the JSON) through a plain ``str`` field;
+    the store, the tokenizer and hashing then fail on it with a 500. The whole raw body is
+    checked once here, nested models included, before any field is validated.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        where = invalid_unicode_at(data)
+        if where is not None:
+            raise PydanticCustomError(
+                "string_unicode",
+                "{where}: not valid Unicode (a lone surrogate such as \\ud800); send UTF-8 text",
+                {"where": where},
+            )
+        return data
+
 
 # --- datasets and training jobs --------------------------------------------------------------
 
@@ -29,7 +54,9 @@ class DatasetPublic(BaseModel):
     kind: str = Field(description="'gold' (results + meetings folders) or 'chat_jsonl'.")
     size_bytes: int = Field(description="Size of the upload as received.")
     records: int = Field(description="Usable records (train + validation) before any filter.")
-    stats: dict[str, Any] = Field(description="Layout and the data loader's statistics.")
+    stats: dict[str, Any] = Field(
+        description="Layout and the data loader's statistics (paths relative to the dataset)."
+    )
     created_at: datetime
 
     @classmethod
@@ -40,7 +67,7 @@ class DatasetPublic(BaseModel):
             kind=row.kind,
             size_bytes=row.size_bytes,
             records=int((row.stats or {}).get("records", 0)),
-            stats=row.stats or {},
+            stats=public_stats(row),
             created_at=row.created_at,
         )
 
@@ -50,7 +77,7 @@ class DatasetsPublic(BaseModel):
     count: int
 
 
-class JobCreate(BaseModel):
+class JobCreate(RequestModel):
     """A LoRA fine-tuning job. Hyperparameters default to the fine-tuning guide's."""
 
     model_config = ConfigDict(
@@ -71,7 +98,8 @@ class JobCreate(BaseModel):
         default=None,
         min_length=1,
         max_length=500,
-        description="Hub id or a folder inside the data folder. Default: the service's.",
+        description="One of ALLOWED_BASE_MODELS (default: the service's configured models) or "
+        "a model folder inside the managed models folder. Default: the service's.",
     )
     hyperparameters: TrainSpec = Field(default_factory=TrainSpec)
     suffix: str | None = Field(
@@ -234,7 +262,7 @@ _PLAN_EXAMPLE = {
 }
 
 
-class GenerateRequest(BaseModel):
+class GenerateRequest(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -351,7 +379,17 @@ class HealthPublic(BaseModel):
     version: str
 
 
-class ReadyPublic(BaseModel):
+class ReadyStatus(BaseModel):
+    """What ``/ready`` tells a caller without an API key when keys are configured."""
+
+    ready: bool = Field(description="Engine loaded and a warm-up generation succeeded.")
+    state: str = Field(
+        description="created | preparing (merging the active adapter) | loading | warming | "
+        "ready | restarting | engine_dead | failed | stopped | disabled"
+    )
+
+
+class ReadyPublic(ReadyStatus):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -376,11 +414,6 @@ class ReadyPublic(BaseModel):
         }
     )
 
-    ready: bool = Field(description="Engine loaded and a warm-up generation succeeded.")
-    state: str = Field(
-        description="created | preparing (merging the active adapter) | loading | warming | "
-        "ready | restarting | engine_dead | failed | stopped | disabled"
-    )
     engine: str
     mode: str = Field(
         description="How adapters are served: 'merged' (the active adapter merged into the "
@@ -416,7 +449,7 @@ class ReadyPublic(BaseModel):
 # --- evaluations -----------------------------------------------------------------------------
 
 
-class EvaluationCreate(BaseModel):
+class EvaluationCreate(RequestModel):
     """Score an adapter (or the base model) against a dataset's gold plans."""
 
     model_config = ConfigDict(extra="forbid")

@@ -187,25 +187,45 @@ def test_broker_url_handed_down_keeps_its_kind(tmp_path: Path) -> None:
     assert redis.kind == "redis"
 
 
-def test_up_stops_and_fails_when_the_engine_cannot_start(tmp_path: Path) -> None:
+def test_up_stops_and_fails_when_the_engine_cannot_start(tmp_path: Path, postgres_url: str) -> None:
     """The real API with a base model that is not one: /ready says 'failed', the launcher
-    reports it, stops the API and exits 1 instead of waiting for the ready timeout."""
+    reports it, stops the API and exits 1 instead of waiting for the ready timeout.
+
+    With passwords in REDIS_URL and DATABASE_URL (trust auth ignores this one) and API keys
+    set: no password in any line, and the probe still gets the engine's reason (with a key).
+    """
     broken = tmp_path / "not-a-model"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    database_url = postgres_url.replace("://postgres@", "://postgres:db-s3cret@")
+    assert "db-s3cret" in database_url
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path / "data"),
+        "HF_HUB_OFFLINE": "1",
+        "REDIS_URL": "redis://:redis-s3cret@127.0.0.1:1/0",  # --no-worker: never connected
+        "DATABASE_URL": database_url,
+        "API_KEYS": "launcher-key",
+    }
     run = subprocess.run(
         [sys.executable, "-m", "ttalkkac.cli.main", "up", "--no-worker", "--port", str(port),
          "--base-model", str(broken), "--ready-timeout", "240"],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"},
+        env=env,
     )  # fmt: skip
     assert run.returncode == 1, run.stderr[-3000:]
     assert "engine failed to start" in run.stderr
+    # The reason itself, which /ready shows only with a key: the probe sent one.
+    assert "failed to start: the engine failed to start" not in run.stderr
     assert "api stopped" in run.stderr
     assert run.stdout == ""  # the children's logs, vLLM's included, are all on stderr
     assert "probe=ttalkkac-up" not in run.stderr  # its /ready polls left out of the access log
+    output = run.stdout + run.stderr
+    assert "redis-s3cret" not in output and "db-s3cret" not in output
+    assert "broker: redis://:***@127.0.0.1:1/0" in output
+    assert "store: postgresql+psycopg://postgres:***@" in output

@@ -33,6 +33,8 @@ _CHUNK = 1024 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _SYMLINK = 0o120000
 _FILE_TYPE_MASK = 0o170000
+_MAX_NAME_BYTES = 255  # NAME_MAX of Linux file systems
+_MAX_PATH_BYTES = 1024  # inside the archive; the data folder's own path comes on top
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ def _entry_name(info: zipfile.ZipInfo) -> str:
 
 
 def safe_relative(name: str) -> PurePosixPath:
-    """The entry's path inside the archive, or ``InvalidInput`` when it could escape it."""
+    """The entry's path inside the archive, or ``InvalidInput`` when it could escape it or
+    could not be created (a name part over the file system's 255 bytes, a path over 1 KiB)."""
     if "\x00" in name:
         raise InvalidInput(f"zip entry name contains NUL: {name!r}")
     unified = name.replace("\\", "/")
@@ -82,7 +85,47 @@ def safe_relative(name: str) -> PurePosixPath:
     parts = [p for p in unified.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise InvalidInput(f"zip entry escapes the archive folder: {name!r}")
+    # Linux refuses longer names with ENAMETOOLONG, which would surface as a 500 mid-extract.
+    if any(len(p.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES for p in parts):
+        raise InvalidInput(
+            f"zip entry has a name part over {_MAX_NAME_BYTES} bytes: {_short(name)!r}"
+        )
+    if len("/".join(parts).encode("utf-8", "surrogatepass")) > _MAX_PATH_BYTES:
+        raise InvalidInput(f"zip entry path is over {_MAX_PATH_BYTES} bytes: {_short(name)!r}")
     return PurePosixPath(*parts) if parts else PurePosixPath(".")
+
+
+def _short(name: str, keep: int = 60) -> str:
+    return name if len(name) <= keep else f"{name[:keep]}..."
+
+
+def _is_dir_entry(info: zipfile.ZipInfo, name: str) -> bool:
+    # Windows tools write folder entries as "name\\": zipfile only knows "name/".
+    return info.is_dir() or name.replace("\\", "/").endswith("/")
+
+
+def _check_tree(entries: list[tuple[str, PurePosixPath, bool]]) -> None:
+    """``InvalidInput`` unless the entries make one tree: no file where a folder must be.
+
+    A file ``a`` and an entry ``a/b`` (or a folder ``a/``), or a file named ``.``, cannot both
+    be written: the second ``mkdir``/``open`` fails with ``FileExistsError``/``IsADirectoryError``.
+    """
+    files: dict[PurePosixPath, str] = {}
+    folders: set[PurePosixPath] = set()
+    for name, rel, is_dir in entries:
+        if is_dir:
+            folders.add(rel)
+        elif rel == PurePosixPath("."):
+            raise InvalidInput(f"zip entry has no file name: {name!r}")
+        else:
+            files.setdefault(rel, name)
+        folders.update(rel.parents)
+    clashes = sorted(set(files) & folders)
+    if clashes:
+        raise InvalidInput(
+            f"zip entries conflict: {files[clashes[0]]!r} is a file, and other entries use it "
+            "as a folder"
+        )
 
 
 def safe_extract(
@@ -93,7 +136,9 @@ def safe_extract(
     root = dest.resolve()
     try:
         zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, EOFError) as exc:
+        # UnicodeDecodeError: an entry flagged UTF-8 whose name is not; the others: headers
+        # that lie about offsets or sizes.
         raise InvalidInput(f"not a valid zip file: {exc}") from exc
     with zf:
         infos = zf.infolist()
@@ -107,7 +152,8 @@ def safe_extract(
                 f"zip unpacks to {declared} bytes; at most {max_unpacked_bytes} "
                 "(MAX_DATASET_UNPACKED_BYTES)"
             )
-        plan: list[tuple[zipfile.ZipInfo, Path]] = []
+        plan: list[tuple[zipfile.ZipInfo, Path, bool]] = []
+        tree: list[tuple[str, PurePosixPath, bool]] = []
         for info in infos:  # check every entry before writing any
             name = _entry_name(info)
             rel = safe_relative(name)
@@ -116,7 +162,10 @@ def safe_extract(
             target = (root / rel).resolve()
             if not target.is_relative_to(root):
                 raise InvalidInput(f"zip entry escapes the archive folder: {name!r}")
-            plan.append((info, target))
+            is_dir = _is_dir_entry(info, name)
+            plan.append((info, target, is_dir))
+            tree.append((name, rel, is_dir))
+        _check_tree(tree)
         try:
             return _write_entries(zf, plan, max_unpacked_bytes)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
@@ -125,11 +174,11 @@ def safe_extract(
 
 
 def _write_entries(
-    zf: zipfile.ZipFile, plan: list[tuple[zipfile.ZipInfo, Path]], max_unpacked_bytes: int
+    zf: zipfile.ZipFile, plan: list[tuple[zipfile.ZipInfo, Path, bool]], max_unpacked_bytes: int
 ) -> tuple[int, int]:
     files = written = 0
-    for info, target in plan:
-        if info.is_dir():
+    for info, target, is_dir in plan:
+        if is_dir:
             target.mkdir(parents=True, exist_ok=True)
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +252,36 @@ def load_records(
     val_fraction: float,
     seed: int,
 ) -> Any:
-    """The data lane's loader on a stored dataset: an object with ``train``, ``val``, ``stats``."""
+    """The data lane's loader on a stored dataset: an object with ``train``, ``val``, ``stats``.
+
+    A ``DataError`` says where in the dataset, never where on the server: its message and
+    detail reach API answers (paths are made relative to ``folder``).
+    """
+    try:
+        return _load_records(
+            folder,
+            layout,
+            min_quality=min_quality,
+            include_unscored=include_unscored,
+            val_fraction=val_fraction,
+            seed=seed,
+        )
+    except DataError as exc:
+        exc.message = relative_paths(exc.message, folder)
+        exc.detail = relative_paths(exc.detail, folder)
+        exc.args = (exc.message,)
+        raise
+
+
+def _load_records(
+    folder: Path,
+    layout: Layout,
+    *,
+    min_quality: float,
+    include_unscored: bool,
+    val_fraction: float,
+    seed: int,
+) -> Any:
     if layout.kind == "gold":
         from ttalkkac.data.gold import load_gold
 
@@ -231,6 +309,41 @@ def stats_dict(stats: Any) -> dict[str, Any]:
     return stats.to_dict() if hasattr(stats, "to_dict") else dict(vars(stats))
 
 
+def relative_paths(value: Any, root: Path) -> Any:
+    """``value`` with every path under ``root`` written relative to it (``.`` for ``root``).
+
+    The loaders record the folders they read (``results_dir``); stats and errors end up in API
+    answers and job events, which must show the dataset's layout, not the server's folders.
+    """
+    if isinstance(value, str):
+        prefix = str(root)
+        if prefix not in value:
+            return value
+        return value.replace(prefix + "/", "").replace(prefix, ".")
+    if isinstance(value, dict):
+        return {k: relative_paths(v, root) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [relative_paths(v, root) for v in value]
+    return value
+
+
+def _loader_stats(loaded: Any, folder: Path) -> dict[str, Any]:
+    return relative_paths(stats_dict(loaded.stats), folder)
+
+
+def staging_dir(settings: Settings, dataset_id: str) -> Path:
+    """Where an upload is unpacked and checked before it becomes ``DATASETS_DIR/<id>``."""
+    return settings.datasets_dir / f".incoming-{dataset_id}"
+
+
+def public_stats(dataset: Dataset) -> dict[str, Any]:
+    """A stored dataset's stats without server paths, rows recorded before this rule included
+    (their loader stats hold the staging folder's absolute path)."""
+    folder = Path(dataset.path)
+    stats = relative_paths(dataset.stats or {}, folder)
+    return relative_paths(stats, folder.parent / f".incoming-{dataset.id}")
+
+
 def layout_of(dataset: Dataset) -> Layout:
     info = dict(dataset.stats.get("layout") or {})
     return Layout(**info) if info else Layout(dataset.kind)
@@ -248,7 +361,11 @@ def load_training_data(dataset: Dataset, spec: Any) -> Any:
         val_fraction=spec.val_fraction,
         seed=spec.seed,
     )
-    return TrainData(train=list(loaded.train), val=list(loaded.val), stats=stats_dict(loaded.stats))
+    return TrainData(
+        train=list(loaded.train),
+        val=list(loaded.val),
+        stats=_loader_stats(loaded, Path(dataset.path)),
+    )
 
 
 def check_filter(dataset: Dataset, spec: Any) -> dict[str, Any]:
@@ -263,7 +380,7 @@ def check_filter(dataset: Dataset, spec: Any) -> dict[str, Any]:
     )
     if not loaded.train:
         raise DataError("the dataset's training split is empty with these options")
-    return stats_dict(loaded.stats)
+    return _loader_stats(loaded, Path(dataset.path))
 
 
 # --- the upload ------------------------------------------------------------------------------
@@ -295,7 +412,7 @@ def ingest_upload(
     """Store, unpack, validate and record one upload. Nothing is kept when it is rejected."""
     settings.ensure_dirs()
     dataset_id = new_id("ds")
-    staging = settings.datasets_dir / f".incoming-{dataset_id}"
+    staging = staging_dir(settings, dataset_id)
     final = settings.datasets_dir / dataset_id
     staging.mkdir(parents=True)
     try:
@@ -321,7 +438,7 @@ def ingest_upload(
         loaded = load_records(
             staging, layout, min_quality=0.0, include_unscored=True, val_fraction=0.1, seed=42
         )
-        loader_stats = stats_dict(loaded.stats)
+        loader_stats = _loader_stats(loaded, staging)
         staging.rename(final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

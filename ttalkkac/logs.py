@@ -1,4 +1,4 @@
-"""Logging, configured once per process (API, worker, CLI).
+"""Logging, configured once per process (API, worker, CLI), and what a log line may show.
 
 Every log line goes to stderr; stdout carries only a command's result, so that
 ``ttalkkac generate --format json > plan.json`` writes JSON.
@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
 _configured = False
+
+# Fallback for what urlsplit refuses (a bad port, a broken IPv6 literal): scheme://user:PASSWORD@
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@]*):[^/?#]*@")
 
 
 def keep_stdout_for_results() -> None:
@@ -43,3 +48,18 @@ def configure_logging(level: str = "INFO") -> None:
         stream=sys.stderr,
     )
     _configured = True
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its userinfo replaced by ``***``: for every log line,
+    message or echo that shows a connection URL (REDIS_URL, DATABASE_URL)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return _USERINFO.sub(r"\1:***@", url)
+    if password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -94,6 +94,14 @@ class Settings(BaseSettings):
         default="Qwen/Qwen3-4B",
         description="Default base model when a CUDA GPU is present and BASE_MODEL is unset.",
     )
+    allowed_base_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated hub ids or paths a training request may name as base_model. "
+            "Empty: BASE_MODEL, GPU_BASE_MODEL and the demo model. Folders with a config.json "
+            "inside DATA_DIR/models are allowed too."
+        ),
+    )
 
     # --- serving -------------------------------------------------------------------------
     serving_enabled: bool = Field(
@@ -224,9 +232,9 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "allowed_base_models", mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Form, Query, UploadFile
 
-from app.deps import AuthDep, SessionDep, SettingsDep
+from app.deps import AuthDep, OffsetQuery, SessionDep, SettingsDep
 from app.schemas import DatasetPublic, DatasetsPublic
 from ttalkkac import datasets
-from ttalkkac.errors import NotFound, PayloadTooLarge
+from ttalkkac.errors import NotFound
 from ttalkkac.store import crud
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], dependencies=[AuthDep])
 
-# Multipart framing around the file: allowed on top of MAX_UPLOAD_BYTES.
-_FORM_OVERHEAD = 64 * 1024
-
 
 @router.post("", status_code=201, response_model=DatasetPublic)
 def upload_dataset(
-    request: Request,
     settings: SettingsDep,
     session: SessionDep,
     file: UploadFile,
@@ -28,12 +24,10 @@ def upload_dataset(
 ) -> DatasetPublic:
     """Upload a zip (results folder + meetings folder) or a chat-message ``.jsonl``.
 
-    Checked before it is kept: size limits, zip entries that escape the folder, and the data
+    Checked before it is kept: size limits (the whole body by app.guard before it is read,
+    the file again while it is copied), zip entries that escape the folder, and the data
     loader's validation. Answered with the loader's statistics.
     """
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > settings.max_upload_bytes + _FORM_OVERHEAD:
-        raise PayloadTooLarge(f"upload larger than {settings.max_upload_bytes} bytes")
     dataset = datasets.ingest_upload(
         settings, session, stream=file.file, filename=file.filename or "upload", name=name
     )
@@ -43,7 +37,7 @@ def upload_dataset(
 @router.get("", response_model=DatasetsPublic)
 def list_datasets(
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> DatasetsPublic:
     """Newest first."""

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.deps import AuthDep, SessionDep, SettingsDep
+from app.deps import AuthDep, OffsetQuery, SessionDep, SettingsDep
 from app.schemas import EvaluationCreate, EvaluationPublic, EvaluationsPublic
 from ttalkkac.errors import NotFound
 from ttalkkac.evaluation import commands
@@ -78,7 +78,7 @@ def create_evaluation(
 @router.get("", response_model=EvaluationsPublic, summary="List evaluations (newest first)")
 def list_evaluations(
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    offset: OffsetQuery = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     adapter: Annotated[str | None, Query(max_length=200)] = None,
     training_job_id: Annotated[str | None, Query(max_length=40)] = None,

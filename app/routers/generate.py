@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 
 from app.deps import AuthDep, DatabaseDep, SettingsDep
 from app.metrics import GENERATE_LATENCY, GENERATE_REQUESTS, GENERATE_RETRIES, GENERATED_TOKENS
@@ -26,37 +24,8 @@ from ttalkkac.store.db import Database
 logger = logging.getLogger(__name__)
 
 
-class BoundedBodyRoute(APIRoute):
-    """Refuses bodies over MAX_REQUEST_BYTES (413) before they are read whole or parsed."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def bounded(request: Request) -> Response:
-            limit = request.app.state.settings.max_request_bytes
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                raise errors.PayloadTooLarge(_too_large(int(declared), limit))
-            body, size = bytearray(), 0
-            async for piece in request.stream():
-                size += len(piece)
-                if size > limit:
-                    raise errors.PayloadTooLarge(_too_large(size, limit, at_least=True))
-                body += piece
-            request._body = bytes(body)  # FastAPI parses the cached body
-            return await handler(request)
-
-        return bounded
-
-
-def _too_large(size: int, limit: int, *, at_least: bool = False) -> str:
-    more = "at least " if at_least else ""
-    return f"request body is {more}{size:,} bytes; the limit is {limit:,} (MAX_REQUEST_BYTES)"
-
-
-router = APIRouter(
-    prefix="/generate", tags=["generate"], dependencies=[AuthDep], route_class=BoundedBodyRoute
-)
+# Bodies over MAX_REQUEST_BYTES are refused before they are read, by app.guard.
+router = APIRouter(prefix="/generate", tags=["generate"], dependencies=[AuthDep])
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown adapter."},

@@ -1,4 +1,8 @@
-"""Liveness, readiness and Prometheus metrics (no API key: probes and scrapers call these)."""
+"""Liveness, readiness and Prometheus metrics (no API key: probes and scrapers call these).
+
+With API keys configured, ``/ready`` without one says only whether the service is ready (and
+its state word): the model path, adapter names and engine errors are for callers with a key.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.deps import DatabaseDep
+from app.deps import DatabaseDep, SettingsDep, request_has_api_key
 from app.metrics import ENGINE_READY, MERGED_ADAPTER
-from app.schemas import HealthPublic, ReadyPublic
+from app.schemas import HealthPublic, ReadyPublic, ReadyStatus
 from ttalkkac import __version__
 from ttalkkac.store import crud
 
@@ -27,11 +31,25 @@ def health() -> HealthPublic:
 @router.get(
     "/ready",
     response_model=ReadyPublic,
-    responses={503: {"model": ReadyPublic, "description": "Not ready (loading or failed)."}},
+    responses={
+        200: {
+            "description": "Ready. With API_KEYS set and no key given: only `ready` and "
+            "`state` (the ReadyStatus schema)."
+        },
+        503: {"model": ReadyPublic, "description": "Not ready (loading or failed)."},
+    },
     summary="The engine is loaded and has generated (warm-up)",
 )
-def ready(request: Request, db: DatabaseDep) -> JSONResponse:
+def ready(request: Request, db: DatabaseDep, settings: SettingsDep) -> JSONResponse:
     generator = getattr(request.app.state, "generator", None)
+    if not request_has_api_key(request, settings):
+        # Always true without API keys; with them, a probe learns only ready or not.
+        brief = (
+            ReadyStatus(ready=False, state="disabled")
+            if generator is None
+            else ReadyStatus(ready=generator.ready, state=generator.status())
+        )
+        return JSONResponse(brief.model_dump(mode="json"), status_code=_status(brief))
     mode = getattr(request.app.state, "serving_mode", "lora")
     switcher = getattr(request.app.state, "switcher", None)
     active = None
@@ -69,7 +87,11 @@ def ready(request: Request, db: DatabaseDep) -> JSONResponse:
             max_waiting_requests=generator.max_waiting_requests,
             error=engines.error,
         )
-    return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
+    return JSONResponse(body.model_dump(mode="json"), status_code=_status(body))
+
+
+def _status(body: ReadyStatus) -> int:
+    return 200 if body.ready else 503
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import threading
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 
-from app.deps import AuthDep, DatabaseDep, SessionDep, SettingsDep
+from app.deps import MAX_OFFSET, AuthDep, DatabaseDep, OffsetQuery, SessionDep, SettingsDep
 from app.schemas import JobCreate, JobEventPublic, JobEventsPublic, JobPublic, JobsPublic
 from ttalkkac import jobs
+from ttalkkac.base_models import check_base_model
 from ttalkkac.datasets import check_filter
-from ttalkkac.errors import EngineUnavailable, InvalidInput, NotFound
-from ttalkkac.settings import Settings
+from ttalkkac.errors import EngineUnavailable, NotFound
 from ttalkkac.store import crud
 from ttalkkac.store.models import TrainingJob
 
@@ -25,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/train", tags=["training"], dependencies=[AuthDep])
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _celery_lock = threading.Lock()
 
 
@@ -40,19 +37,6 @@ def _celery(request: Request) -> Any:
     return state.celery
 
 
-def _check_base_model(value: str, settings: Settings) -> str:
-    """A hub id, the configured base model, or a model folder inside the data folder."""
-    if value == settings.base_model or _HUB_ID.match(value):
-        return value
-    path = Path(value).expanduser().resolve()
-    if path.is_relative_to(settings.data_dir) and (path / "config.json").is_file():
-        return str(path)
-    raise InvalidInput(
-        "base_model must be a hub id (org/name) or a model folder inside the data folder",
-        detail=[{"field": "body.base_model", "message": "not a hub id or managed model folder"}],
-    )
-
-
 def _job_or_404(session: Any, job_id: str) -> TrainingJob:
     job = crud.get_job(session, id=job_id)
     if job is None:
@@ -65,7 +49,7 @@ def create_job(
     body: JobCreate, request: Request, settings: SettingsDep, db: DatabaseDep
 ) -> JobPublic:
     """Queue a job. The row is committed before the task is sent, so a worker always finds it."""
-    base_model = _check_base_model(body.base_model, settings) if body.base_model else None
+    base_model = check_base_model(body.base_model, settings) if body.base_model else None
     base_model = base_model or settings.base_model
     with db.session() as session:
         dataset = crud.get_dataset(session, id=body.dataset_id)
@@ -99,7 +83,7 @@ def create_job(
 @router.get("", response_model=JobsPublic)
 def list_jobs(
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> JobsPublic:
     """Newest first."""
@@ -116,7 +100,9 @@ def get_job(job_id: str, session: SessionDep) -> JobPublic:
 def list_events(
     job_id: str,
     session: SessionDep,
-    after: Annotated[int, Query(ge=0, description="Only events with seq > after.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_OFFSET, description="Only events with seq > after.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> JobEventsPublic:
     job = _job_or_404(session, job_id)

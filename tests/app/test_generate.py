@@ -290,3 +290,16 @@ def test_openapi_documents_generate_with_korean_examples(vllm_client) -> None:
     assert {"200", "404", "413", "422", "502", "503"} <= set(operation["responses"])
     schemas = json.dumps(spec["components"]["schemas"], ensure_ascii=False)
     assert "회의록 자동 요약" in schemas and "김민수" in schemas
+
+
+def test_lone_surrogate_in_the_meeting_is_422(vllm_client) -> None:
+    # The JSON escape decodes to a str UTF-8 cannot encode: refused before the engine sees it.
+    response = vllm_client.post(
+        "/generate",
+        content=b'{"meeting": "\\ud800 hello", "adapter": "base"}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "validation_error"
+    assert response.json()["error"]["detail"][0]["message"].startswith("meeting: not valid Unicode")
+    assert vllm_client.get("/ready").json()["ready"] is True

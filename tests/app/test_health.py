@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -17,6 +21,64 @@ def test_health_and_ready_without_an_engine(settings) -> None:
         response = client.post("/generate", json={"meeting": "hello"})
         assert response.status_code == 503
         assert "SERVING_ENABLED" in response.json()["error"]["message"]
+
+
+class _FailedGenerator:
+    """What /ready reads of a generator whose engine failed to start on a server path."""
+
+    ready = False
+    error = "OSError: /srv/secret-models/qwen3/config.json: no such file"
+    max_waiting_requests = 8
+
+    engine = SimpleNamespace(name="vllm", base_model="/srv/secret-models/qwen3")
+
+    def status(self) -> str:
+        return "failed"
+
+    def lora_engine_status(self) -> str:
+        return "not started"
+
+    def loaded_adapters(self) -> list[str]:
+        return []
+
+    def waiting(self) -> int:
+        return 0
+
+
+@contextmanager
+def failed_engine_client(settings) -> Iterator[TestClient]:
+    """An app whose (pretended) engine failed; the stand-in is removed before shutdown."""
+    with TestClient(create_app(settings)) as client:
+        client.app.state.generator = _FailedGenerator()
+        try:
+            yield client
+        finally:
+            client.app.state.generator = None
+
+
+def test_ready_shows_details_only_with_a_key_when_keys_are_configured(settings) -> None:
+    settings.api_keys = ["k1"]
+    with failed_engine_client(settings) as client:
+        anonymous = client.get("/ready")
+        assert anonymous.status_code == 503
+        assert anonymous.json() == {"ready": False, "state": "failed"}
+        assert "/srv" not in anonymous.text
+        keyed = client.get("/ready", headers={"Authorization": "Bearer k1"})
+        assert keyed.status_code == 503
+        body = keyed.json()
+        assert body["base_model"] == "/srv/secret-models/qwen3"
+        assert body["error"].startswith("OSError") and body["state"] == "failed"
+        # A wrong key is treated as none: the probe still gets its answer, without details.
+        assert client.get("/ready", headers={"Authorization": "Bearer nope"}).json() == {
+            "ready": False,
+            "state": "failed",
+        }
+
+
+def test_ready_without_keys_shows_everything(settings) -> None:
+    with failed_engine_client(settings) as client:
+        body = client.get("/ready").json()
+        assert body["base_model"] == "/srv/secret-models/qwen3" and body["engine"] == "vllm"
 
 
 def test_ready_reports_the_engine(vllm_client, serving_settings) -> None:

@@ -104,6 +104,37 @@ def test_invalid_suffix_and_base_model(client: TestClient, tmp_path: Path) -> No
     assert response.status_code == 422 and "base_model" in response.json()["error"]["message"]
 
 
+def test_base_model_is_limited_to_the_allowlist_and_managed_models(
+    client: TestClient, tmp_path: Path
+) -> None:
+    settings = client.app.state.settings
+    dataset_id = upload(client, tmp_path)
+    # An uploaded dataset's folder with a config.json was accepted as a model.
+    planted = settings.datasets_dir / dataset_id / "config.json"
+    planted.write_text("{}")
+    for value in ("someone/any-model", str(planted.parent)):
+        response = client.post("/train", json={"dataset_id": dataset_id, "base_model": value})
+        assert response.status_code == 422, (value, response.text)
+        error = response.json()["error"]
+        assert "not allowed" in error["message"] and "Qwen/Qwen3-4B" in error["message"]
+        assert error["detail"][0]["allowed"] == ["Qwen/Qwen3-4B", "SmolLM2-135M-Instruct"]
+    assert client.get("/train").json()["count"] == 0
+    managed = settings.models_dir / "my-base"
+    managed.mkdir()
+    (managed / "config.json").write_text("{}")
+    for value, stored in (("my-base", str(managed)), ("Qwen/Qwen3-4B", "Qwen/Qwen3-4B")):
+        response = client.post(
+            "/train",
+            json={
+                "dataset_id": dataset_id,
+                "base_model": value,
+                "hyperparameters": {"max_steps": 1},
+            },
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["base_model"] == stored
+
+
 def test_unknown_dataset_and_job_are_404(client: TestClient) -> None:
     response = client.post("/train", json={"dataset_id": "ds_missing"})
     assert response.status_code == 404 and "ds_missing" in response.json()["error"]["message"]
@@ -123,6 +154,9 @@ def test_a_filter_that_leaves_nothing_is_refused_at_submission(
     response = client.post("/train", json={"dataset_id": dataset_id})  # min_quality 7 default
     assert response.status_code == 422
     assert "min-quality" in response.json()["error"]["message"]
+    # The loader's stats come back as the detail: the dataset's layout, not the server's paths.
+    assert response.json()["error"]["detail"]["results_dir"].startswith("files/")
+    assert str(client.app.state.settings.data_dir) not in response.text
     assert client.get("/train").json()["count"] == 0
     response = client.post(
         "/train", json={"dataset_id": dataset_id, "hyperparameters": {"min_quality": 6}}
@@ -165,6 +199,14 @@ def test_submit_commits_then_enqueues_and_lists_newest_first(
     assert client.post(f"/train/{ids[0]}/cancel").status_code == 409
     plot = client.get(f"/train/{ids[1]}/loss.png")
     assert plot.status_code == 200 and plot.content[:4] == b"\x89PNG"
+
+
+def test_offsets_past_sqlite_integers_are_422(client: TestClient) -> None:
+    for path, name in (("/train", "offset"), ("/train/job_missing/events", "after")):
+        response = client.get(path, params={name: 2**63})  # SQLite: OverflowError, a 500
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["error"]["detail"][0]["field"] == f"query.{name}"
+    assert client.get("/train", params={"offset": 2**31 - 1}).json()["data"] == []
 
 
 def test_broker_down_fails_the_job_visibly(tmp_path: Path, broker_names: tuple[str, str]) -> None:

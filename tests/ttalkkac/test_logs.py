@@ -1,4 +1,5 @@
-"""ttalkkac.logs: log lines on stderr, vLLM's included, so stdout is left to results."""
+"""ttalkkac.logs: log lines on stderr (vLLM's included, so stdout is left to results), and
+connection URLs shown without their passwords."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
+
+from ttalkkac.logs import redact_url
 
 # In a fresh process: our logging first (as every command does), then vLLM's own logging
 # config as an engine applies it when it starts (in the engine's process too).
@@ -42,3 +47,32 @@ def test_an_explicit_vllm_stream_is_kept(monkeypatch) -> None:
     monkeypatch.setenv("VLLM_LOGGING_STREAM", "ext://sys.stdout")
     keep_stdout_for_results()
     assert os.environ["VLLM_LOGGING_STREAM"] == "ext://sys.stdout"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@10.0.0.5:6379/0", "redis://:***@10.0.0.5:6379/0"),
+        (
+            "rediss://worker:s3cret@redis.internal:6380/1",
+            "rediss://worker:***@redis.internal:6380/1",
+        ),
+        (
+            "postgresql+psycopg://ttalkkac:p%40ss:w0rd@db:5432/ttalkkac?sslmode=require",
+            "postgresql+psycopg://ttalkkac:***@db:5432/ttalkkac?sslmode=require",
+        ),
+        ("redis://user:s3cret@[::1]:6379/0", "redis://user:***@[::1]:6379/0"),
+        ("redis://:s3cret@host:notaport/0", "redis://:***@host:notaport/0"),  # urlsplit refuses
+        # Nothing to hide: unchanged.
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://user@host/0", "redis://user@host/0"),
+        (
+            "sqla+sqlite:////var/lib/ttalkkac/broker.sqlite",
+            "sqla+sqlite:////var/lib/ttalkkac/broker.sqlite",
+        ),
+        ("sqlite:///var/ttalkkac.db", "sqlite:///var/ttalkkac.db"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert "s3cret" not in redact_url(url) and "w0rd" not in redact_url(url)

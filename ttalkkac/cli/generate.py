@@ -141,6 +141,8 @@ def _remote(
 ) -> tuple[Format, Any]:
     import httpx
 
+    from ttalkkac.logs import redact_url
+
     body: dict[str, Any] = {"meeting": content}
     for key, value in (("adapter", adapter), ("max_tokens", max_tokens)):
         if value is not None:
@@ -157,7 +159,7 @@ def _remote(
             timeout=httpx.Timeout(30.0, read=900.0),
         )
     except httpx.HTTPError as exc:
-        typer.echo(f"error: could not reach {url}: {exc}", err=True)
+        typer.echo(f"error: could not reach {redact_url(url)}: {exc}", err=True)
         raise typer.Exit(1) from exc
     if response.status_code != 200:
         try:

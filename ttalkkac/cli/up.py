@@ -223,19 +223,24 @@ def child_specs(*, host: str, port: int, with_worker: bool, env: dict[str, str])
 
 
 class ReadyProbe:
-    """Polls ``/ready``: true once it answers 200; remembers an engine that failed to start."""
+    """Polls ``/ready``: true once it answers 200; remembers an engine that failed to start.
 
-    def __init__(self, base_url: str, timeout_s: float = 2.0) -> None:
+    With API keys configured, ``/ready`` shows why it failed only to a caller with a key.
+    """
+
+    def __init__(self, base_url: str, timeout_s: float = 2.0, api_key: str | None = None) -> None:
         # The marked path keeps these polls out of the API's access log (one a second).
-        self.request = urllib.request.Request(
-            base_url + LAUNCHER_READY_PATH, headers={"User-Agent": "ttalkkac-up"}
-        )
+        self.url = base_url + LAUNCHER_READY_PATH
         self.timeout_s = timeout_s
+        self.headers = {"User-Agent": "ttalkkac-up"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
         self.failure: str | None = None
 
     def __call__(self) -> bool:
+        request = urllib.request.Request(self.url, headers=self.headers)
         try:
-            with urllib.request.urlopen(self.request, timeout=self.timeout_s) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return response.status == 200
         except urllib.error.HTTPError as exc:
             # 503 while loading; its body says when the engine gave up instead.
@@ -279,7 +284,7 @@ def up(
 ) -> None:
     """Start the whole service: API (with its vLLM engine) and a training worker. Ctrl-C stops all."""
     from ttalkkac.broker import resolve_broker
-    from ttalkkac.logs import configure_logging
+    from ttalkkac.logs import configure_logging, redact_url
     from ttalkkac.settings import get_settings
     from ttalkkac.store.db import Database
 
@@ -301,10 +306,10 @@ def up(
         logger.warning(
             "broker: no Redis (REDIS_URL unset, nothing on 127.0.0.1:6379): using the embedded "
             "SQLite broker %s. Fine for one machine; set REDIS_URL for anything bigger.",
-            broker.url,
+            redact_url(broker.url),
         )
     else:
-        logger.info("broker: %s (%s)", broker.url, broker.reason)
+        logger.info("broker: %s (%s)", redact_url(broker.url), broker.reason)
 
     # One store for both children; create the schema here so they do not race to create it.
     db = Database(settings.resolved_database_url)
@@ -317,7 +322,7 @@ def up(
         "BASE_MODEL": model,
         "DATABASE_URL": settings.resolved_database_url,
     }
-    logger.info("store: %s", settings.resolved_database_url)
+    logger.info("store: %s", redact_url(settings.resolved_database_url))
     logger.info("data folder: %s", settings.data_dir)
     logger.info("base model: %s (%s)", model, model_reason)
 
@@ -330,7 +335,7 @@ def up(
     base_url = f"http://{_public_host(host)}:{port}"
     exit_code = 0
     try:
-        probe = ReadyProbe(base_url)
+        probe = ReadyProbe(base_url, api_key=settings.api_keys[0] if settings.api_keys else None)
         outcome = supervisor.wait(probe, poll_s=1.0, timeout_s=ready_timeout)
         if outcome == "until" and probe.failure:
             logger.error("the API's engine failed to start: %s", probe.failure)

@@ -33,6 +33,7 @@ from pydantic import TypeAdapter, ValidationError
 from ttalkkac.errors import DataError
 from ttalkkac.meetings import Utterance, chunk_text, render_utterances
 from ttalkkac.plan import PlanShapeError, ProjectPlan, normalize_plan
+from ttalkkac.text import invalid_unicode_at
 
 logger = logging.getLogger(__name__)
 
@@ -174,19 +175,27 @@ def extract_plan(record: dict[str, Any]) -> tuple[str, Any] | None:
         match = _FENCE.search(raw)
         text = match.group(1) if match else raw
         try:
-            return "notion_output", json.loads(text)
-        except json.JSONDecodeError as exc:
+            return "notion_output", _loads_checked(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise ValueError(f"notion_output is not JSON: {exc}") from exc
     result = record.get("result")
     if isinstance(result, dict) and "notion_project" in result:
         plan = result["notion_project"]
         if isinstance(plan, str):
             try:
-                plan = json.loads(plan)
-            except json.JSONDecodeError as exc:
+                plan = _loads_checked(plan)
+            except (json.JSONDecodeError, RecursionError) as exc:
                 raise ValueError(f"notion_project is not JSON: {exc}") from exc
         return "notion_project", plan
     return None
+
+
+def _loads_checked(text: str) -> Any:
+    """``json.loads`` of an embedded plan; ``ValueError`` when its text is not valid Unicode."""
+    value = json.loads(text)
+    if invalid_unicode_at(value) is not None:
+        raise ValueError("the plan's text is not valid Unicode")
+    return value
 
 
 def record_score(record: dict[str, Any]) -> float | None:
@@ -252,8 +261,11 @@ class _MeetingCache:
     def _read(self, path: Path) -> str | Skip:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             logger.warning("unreadable meeting %s: %s", path, exc)
+            return Skip.BAD_MEETING
+        if invalid_unicode_at(data) is not None:  # "\ud800" escapes: text nothing can encode
+            logger.warning("unreadable meeting %s: not valid Unicode", path)
             return Skip.BAD_MEETING
         if isinstance(data, str):
             text = data.strip()
@@ -307,8 +319,11 @@ def _load_record(
     except OSError as exc:
         stats.skip(Skip.UNREADABLE, rid, str(exc))
         return None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         stats.skip(Skip.BAD_JSON, rid, str(exc))
+        return None
+    if invalid_unicode_at(record) is not None:  # "\ud800" escapes: text nothing can encode
+        stats.skip(Skip.BAD_JSON, rid, "not valid Unicode")
         return None
     if not isinstance(record, dict):
         stats.skip(Skip.NOT_A_RECORD, rid, type(record).__name__)

@@ -29,6 +29,7 @@ from ttalkkac.data.gold import DEFAULT_SEED, DEFAULT_VAL_FRACTION, GoldRecord, s
 from ttalkkac.errors import DataError
 from ttalkkac.plan import PlanShapeError, normalize_plan
 from ttalkkac.prompts import USER_PROMPT_TEMPLATE, build_messages
+from ttalkkac.text import invalid_unicode_at
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +143,13 @@ def _last(messages: list[Any], role: str) -> str | None:
 def _parse_line(raw: str, line_no: int, stats: JsonlStats) -> GoldRecord | None:
     try:
         obj = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
+        # RecursionError: brackets nested past the interpreter's limit ("[[[[...").
         stats.skip("bad_json", line_no)
+        return None
+    if invalid_unicode_at(obj) is not None:
+        # A "\ud800" escape: not text UTF-8 can store, hash or tokenize.
+        stats.skip("invalid_unicode", line_no)
         return None
     messages = obj.get("messages") if isinstance(obj, dict) else None
     if not isinstance(messages, list):
@@ -163,12 +169,15 @@ def _parse_line(raw: str, line_no: int, stats: JsonlStats) -> GoldRecord | None:
     match = _FENCE.search(assistant)
     try:
         raw_plan = json.loads(match.group(1) if match else assistant)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         stats.skip("bad_plan_json", line_no)
+        return None
+    if invalid_unicode_at(raw_plan) is not None:
+        stats.skip("invalid_unicode", line_no)
         return None
     try:
         normalized = normalize_plan(raw_plan)
-    except (PlanShapeError, ValidationError):
+    except (PlanShapeError, ValidationError, RecursionError):
         stats.skip("bad_plan_shape", line_no)
         return None
     stats.dropped_keys.update(normalized.dropped_keys)

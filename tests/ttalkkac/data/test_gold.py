@@ -284,3 +284,18 @@ def test_missing_or_empty_folders_raise(tmp_path: Path) -> None:
         load_gold(tmp_path / "absent", gold.meetings)
     with pytest.raises(ValueError):
         load_gold(gold.results, gold.meetings, val_fraction=1.0)
+
+
+def test_lone_surrogates_and_deep_nesting_are_counted_not_raised(tmp_path: Path) -> None:
+    # As files hold them: ASCII escapes that json.loads decodes to lone surrogates.
+    gold = GoldFolder(tmp_path)
+    gold.pair("train_001_result_ok", "result_ok")
+    gold.pair("train_002_result_m2", "result_m2", raw=json.dumps([{"text": "\ud800 회의"}]))
+    gold.record("train_003_result_ok", raw=json.dumps(standard_record(plan_dict("\udc00"))))
+    escaped_plan = json.dumps(plan_dict("\ud800"))  # the escape inside notion_output's string
+    gold.record("train_004_result_ok", standard_record() | {"notion_output": escaped_plan})
+    gold.record("train_005_result_ok", raw="[" * 100_000 + "]" * 100_000)
+    gold.pair("train_006_result_m6", "result_m6", raw="[" * 100_000 + "]" * 100_000)
+    data = load_gold(gold.results, gold.meetings, min_quality=0)
+    assert [r.record_id for r in data.records] == ["train_001_result_ok"]
+    assert data.stats.skipped == {Skip.BAD_MEETING: 2, Skip.BAD_JSON: 2, Skip.BAD_PLAN_JSON: 1}

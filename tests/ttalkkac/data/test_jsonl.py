@@ -124,3 +124,39 @@ def test_upload_with_nothing_usable_raises(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no usable lines") as info:
         load_chat_jsonl(path)
     assert info.value.detail["skipped"] == {"bad_json": 1, "no_user_message": 1}
+
+
+def test_lines_nested_past_the_recursion_limit_are_bad_lines() -> None:
+    plan = json.dumps(plan_dict(), ensure_ascii=False)
+    deep = "[" * 100_000 + "]" * 100_000
+    deep_plan = [{"role": "user", "content": "회의"}, {"role": "assistant", "content": deep}]
+    text = "\n".join(
+        [deep, _line(messages=deep_plan), _line(messages=build_messages("회의", plan))]
+    )
+    records, stats = read_chat_jsonl(io.StringIO(text))
+    assert len(records) == 1
+    assert stats.skipped == {"bad_json": 1, "bad_plan_json": 1}
+    assert stats.skip_lines == {"bad_json": [1], "bad_plan_json": [2]}
+
+
+def test_lines_with_lone_surrogates_are_bad_lines() -> None:
+    # As a file holds them: ASCII escapes ("\ud800"), which json.loads decodes to a lone
+    # surrogate (raw surrogates cannot be in a UTF-8 file).
+    plan = plan_dict()
+    bad_plan = json.dumps({**plan, "project_name": "\ud800 plan"})
+    text = "\n".join(
+        [
+            json.dumps({"messages": build_messages("\ud800 회의", json.dumps(plan))}),
+            json.dumps({"messages": build_messages("회의", bad_plan)}),
+            json.dumps(
+                {"messages": build_messages("회의", json.dumps(plan)), "metadata": {"\udfff": 1}}
+            ),
+            _line(messages=build_messages("좋은 회의", json.dumps(plan))),
+        ]
+    )
+    assert "\\ud800" in text
+    records, stats = read_chat_jsonl(io.StringIO(text))
+    assert [r.meeting_text for r in records] == ["좋은 회의"]
+    assert stats.skipped == {"invalid_unicode": 3}
+    for record in records:
+        record.meeting_text.encode("utf-8")  # what hashing and tokenizing need

@@ -1,0 +1,307 @@
+"""``app.guard``: API keys and body bounds are enforced before any body is read.
+
+The bodies here are generated lazily (1 MiB pieces, hundreds of MiB in all) and the tests
+count what the server pulled: an answer that came after reading the body would show it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import select
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from app.guard import FORM_OVERHEAD, public_paths
+from app.main import create_app
+from tests.utils.training_data import tiny_gold_zip
+from ttalkkac.settings import Settings
+
+MIB = 1024 * 1024
+TOTAL = 256 * MIB  # what a client would send if nobody stopped it
+KEY = "k-" + uuid.uuid4().hex
+AUTH = {"Authorization": f"Bearer {KEY}"}
+BOUNDARY = "guard-test-boundary"
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+@pytest.fixture
+def keyed(tmp_path: Path) -> Settings:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        serving_enabled=False,
+        warmup=False,
+        api_keys=KEY,
+        max_upload_bytes=2 * MIB,
+        max_request_bytes=64 * 1024,
+    )
+    settings.ensure_dirs()
+    return settings
+
+
+class LazyBody:
+    """An async body of ``total`` bytes in 1 MiB pieces that counts what was pulled."""
+
+    def __init__(self, total: int = TOTAL, head: bytes = b"") -> None:
+        self.total, self.head, self.pulled = total, head, 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self.head:
+            self.pulled += len(self.head)
+            yield self.head
+        while self.pulled < self.total:
+            piece = b"x" * min(MIB, self.total - self.pulled)
+            self.pulled += len(piece)
+            yield piece
+
+
+def multipart_head(filename: str = "big.jsonl") -> bytes:
+    return (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+
+
+def multipart_body(data: bytes, filename: str) -> bytes:
+    return multipart_head(filename) + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+async def post_lazily(
+    app: FastAPI, path: str, body: LazyBody, content_type: str, headers: dict | None = None
+) -> httpx.Response:
+    """POST a chunked body (no Content-Length) to the app in this process, lifespan included."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await client.post(
+                path,
+                content=body,
+                headers={"content-type": content_type, **(headers or {})},
+            )
+
+
+def assert_envelope(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["request_id"]
+    return error
+
+
+# --- which routes are public ------------------------------------------------------------------
+
+
+def test_public_routes_are_the_probes_and_the_docs(keyed: Settings) -> None:
+    app = create_app(keyed)
+    assert public_paths(app.routes) == {
+        "/health",
+        "/ready",
+        "/metrics",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+    }
+    with TestClient(app) as client:
+        for path in ("/health", "/metrics", "/openapi.json", "/docs", "/redoc"):
+            assert client.get(path).status_code == 200, path
+        assert client.get("/ready").status_code == 503  # no engine here, but answered
+        for method, path in (("get", "/adapters"), ("get", "/nowhere"), ("post", "/generate")):
+            response = getattr(client, method)(path)
+            assert response.status_code == 401, path
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+            assert response.headers["X-Request-Id"] == response.json()["error"]["request_id"]
+        assert client.get("/adapters", headers=AUTH).status_code == 503  # past the guard
+
+
+# --- unauthenticated: 401 before the body is read ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "head"),
+    [
+        ("/train", "application/json", b'{"dataset_id": "'),
+        ("/datasets", MULTIPART, multipart_head()),
+    ],
+)
+def test_unauthenticated_chunked_body_is_401_unread(
+    keyed: Settings, path: str, content_type: str, head: bytes
+) -> None:
+    body = LazyBody(head=head)
+    response = asyncio.run(post_lazily(create_app(keyed), path, body, content_type))
+    assert_envelope(response, 401, "http_error")
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert body.pulled == 0, f"the server read {body.pulled} bytes before answering"
+
+
+def test_unauthenticated_huge_declared_length_is_401_not_413(keyed: Settings) -> None:
+    with TestClient(create_app(keyed)) as client:
+        response = client.post(
+            "/datasets", content=b"x" * (3 * MIB), headers={"content-type": MULTIPART}
+        )
+    assert_envelope(response, 401, "http_error")
+
+
+# --- authenticated: 413 at the limit, nothing left behind -------------------------------------
+
+
+def test_authenticated_chunked_upload_over_the_limit_is_413_and_leaves_nothing(
+    keyed: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = tmp_path / "spool"  # where the multipart parser rolls large parts over to disk
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    body = LazyBody(head=multipart_head())
+    response = asyncio.run(post_lazily(create_app(keyed), "/datasets", body, MULTIPART, AUTH))
+    error = assert_envelope(response, 413, "payload_too_large")
+    limit = keyed.max_upload_bytes + FORM_OVERHEAD
+    assert f"{limit:,}" in error["message"] and "MAX_UPLOAD_BYTES" in error["message"]
+    assert body.pulled <= limit + MIB, "read on past the limit"
+    assert list(keyed.datasets_dir.iterdir()) == []
+    assert [p for p in spool.rglob("*") if p.is_file()] == []
+
+
+def test_authenticated_chunked_json_over_the_limit_is_413(keyed: Settings) -> None:
+    body = LazyBody(head=b'{"dataset_id": "')
+    app = create_app(keyed)
+    response = asyncio.run(post_lazily(app, "/train", body, "application/json", AUTH))
+    error = assert_envelope(response, 413, "payload_too_large")
+    assert "MAX_REQUEST_BYTES" in error["message"]
+    assert body.pulled <= keyed.max_request_bytes + MIB
+
+
+def test_declared_length_over_the_limit_is_413_before_reading(keyed: Settings) -> None:
+    with TestClient(create_app(keyed)) as client:
+        response = client.post(
+            "/train", content=b"{" + b" " * (65 * 1024), headers={**AUTH, "content-type": "x"}
+        )
+        error = assert_envelope(response, 413, "payload_too_large")
+        assert "66,561 bytes" in error["message"] and "65,536" in error["message"]
+        # A public route is bounded too.
+        response = client.post("/health", content=b"x" * (65 * 1024))
+        assert_envelope(response, 413, "payload_too_large")
+
+
+def test_chunked_upload_within_the_limit_is_stored(keyed: Settings, tmp_path: Path) -> None:
+    archive = tiny_gold_zip(tmp_path, n=3).read_bytes()
+    data = multipart_body(archive, "gold.zip")
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for at in range(0, len(data), 4096):
+            yield data[at : at + 4096]
+
+    async def post() -> httpx.Response:
+        app = create_app(keyed)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+                return await client.post(
+                    "/datasets", content=pieces(), headers={**AUTH, "content-type": MULTIPART}
+                )
+
+    response = asyncio.run(post())
+    assert response.status_code == 201, response.text
+    assert response.json()["records"] == 3
+
+
+# --- over a real socket: the server answers while the client is still sending -----------------
+
+
+@pytest.fixture
+def live_server(keyed: Settings) -> Iterator[tuple[str, int]]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(create_app(keyed), log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield sock.getsockname()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def send_chunked_until_answered(
+    address: tuple[str, int], path: str, head: bytes
+) -> tuple[bytes, int]:
+    """Send a chunked body of up to TOTAL bytes; stop as soon as the server answers.
+
+    Returns the first bytes of the answer and how many body bytes the socket accepted.
+    """
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n"
+        f"Content-Type: {MULTIPART if path == '/datasets' else 'application/json'}\r\n\r\n"
+    ).encode()
+    piece = b"x" * MIB
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    pending = request + f"{len(head):x}\r\n".encode() + head + b"\r\n"
+    sent, last_queued = 0, False
+    with socket.create_connection(address, timeout=30) as conn:
+        conn.setblocking(False)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            readable, writable, _ = select.select([conn], [conn], [], 1.0)
+            if readable:
+                return _read_answer(conn), sent
+            if writable and (pending or not last_queued):
+                if not pending:
+                    last_queued = sent + len(chunk) >= TOTAL
+                    pending = b"0\r\n\r\n" if last_queued else chunk
+                try:
+                    n = conn.send(pending)
+                except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                    continue
+                sent += n
+                pending = pending[n:]
+    raise AssertionError(f"no answer after sending {sent} bytes")
+
+
+def _read_answer(conn: socket.socket) -> bytes:
+    """Status line, headers and the whole body (by its Content-Length) of one answer."""
+    conn.setblocking(True)
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += conn.recv(65536) or b""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        more = conn.recv(65536)
+        assert more, "connection closed mid-answer"
+        body += more
+    return head + b"\r\n\r\n" + body
+
+
+@pytest.mark.parametrize(
+    ("path", "head"), [("/train", b'{"dataset_id": "'), ("/datasets", multipart_head())]
+)
+def test_unauthenticated_upload_over_tcp_is_answered_while_sending(
+    live_server: tuple[str, int], path: str, head: bytes
+) -> None:
+    answer, sent = send_chunked_until_answered(live_server, path, head)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"www-authenticate: bearer" in head.lower()
+    assert json.loads(body)["error"]["code"] == "http_error"
+    # The socket buffers hold a few MiB at most; the client was stopped long before TOTAL.
+    assert sent < TOTAL // 8, f"the client got {sent} bytes out before the answer"
