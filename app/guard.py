@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.deps import api_key_valid, bearer_token, require_api_key
@@ -67,8 +67,13 @@ def public_paths(routes: Iterable[BaseRoute]) -> frozenset[str]:
             continue
         if "{" in path:  # the guard matches exact paths; a public route with parameters is new
             raise ValueError(f"public route {path!r} has path parameters: the guard needs a rule")
-        paths.add(path)
+        # A mount (the docs' static files) is public below its path: kept with a trailing "/".
+        paths.add(f"{path}/" if isinstance(route, Mount) else path)
     return frozenset(paths)
+
+
+def is_public(path: str, public: frozenset[str]) -> bool:
+    return path in public or any(p.endswith("/") and path.startswith(p) for p in public)
 
 
 def body_limit(settings: Settings, method: str, path: str) -> tuple[int, str]:
@@ -99,7 +104,7 @@ class RequestGuard:
         headers = scope["headers"]
         if (
             self.settings.api_keys
-            and path not in self.public
+            and not is_public(path, self.public)
             and not api_key_valid(self.settings, bearer_token(headers))
         ):
             # Unknown paths too: an unauthenticated client learns nothing about the routes.

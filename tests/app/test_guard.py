@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import select
 import socket
 import tempfile
@@ -108,13 +109,20 @@ def test_public_routes_are_the_probes_and_the_docs(keyed: Settings) -> None:
         "/ready",
         "/metrics",
         "/docs",
-        "/docs/oauth2-redirect",
         "/redoc",
+        # The docs' own files (static mounts), public below these paths.
+        "/docs/",
+        "/docs/fastapi/",
+        "/redoc/",
         "/openapi.json",
     }
     with TestClient(app) as client:
         for path in ("/health", "/metrics", "/openapi.json", "/docs", "/redoc"):
             assert client.get(path).status_code == 200, path
+        # The pages' scripts load without a key too (a browser sends none).
+        page = client.get("/docs").text + client.get("/redoc").text
+        scripts = re.findall(r'(?:src|href)="(/(?:docs|redoc)/[^"]+)"', page)
+        assert scripts and all(client.get(src).status_code == 200 for src in scripts)
         assert client.get("/ready").status_code == 503  # no engine here, but answered
         for method, path in (("get", "/adapters"), ("get", "/nowhere"), ("post", "/generate")):
             response = getattr(client, method)(path)
