@@ -47,7 +47,7 @@ def ready(request: Request, db: DatabaseDep, settings: SettingsDep) -> JSONRespo
         brief = (
             ReadyStatus(ready=False, state="disabled")
             if generator is None
-            else ReadyStatus(ready=generator.ready, state=generator.status())
+            else ReadyStatus(ready=generator.engines.ready, state=generator.engines.status())
         )
         return JSONResponse(brief.model_dump(mode="json"), status_code=_status(brief))
     mode = getattr(request.app.state, "serving_mode", "lora")

@@ -23,13 +23,11 @@ def test_health_and_ready_without_an_engine(settings) -> None:
         assert "SERVING_ENABLED" in response.json()["error"]["message"]
 
 
-class _FailedGenerator:
-    """What /ready reads of a generator whose engine failed to start on a server path."""
+class _FailedEngines:
+    """What /ready reads of an engine host whose engine failed to start on a server path."""
 
     ready = False
     error = "OSError: /srv/secret-models/qwen3/config.json: no such file"
-    max_waiting_requests = 8
-
     engine = SimpleNamespace(name="vllm", base_model="/srv/secret-models/qwen3")
 
     def status(self) -> str:
@@ -40,6 +38,13 @@ class _FailedGenerator:
 
     def loaded_adapters(self) -> list[str]:
         return []
+
+
+class _FailedGenerator:
+    """A generator over ``_FailedEngines`` (admission figures only)."""
+
+    engines = _FailedEngines()
+    max_waiting_requests = 8
 
     def waiting(self) -> int:
         return 0
