@@ -33,6 +33,9 @@ SCRIPT = textwrap.dedent(
 
 def test_vllm_and_our_logs_go_to_stderr() -> None:
     env = {k: v for k, v in os.environ.items() if k != "VLLM_LOGGING_STREAM"}
+    # Importing TRL earlier in the test session sets VLLM_LOGGING_LEVEL=ERROR for the process,
+    # which would hide the INFO line this test looks for.
+    env["VLLM_LOGGING_LEVEL"] = "INFO"
     run = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300, env=env
     )
