@@ -62,15 +62,14 @@ def cancel_evaluation(session: Session, *, id: str) -> Evaluation:
     status = JobStatus(evaluation.status)
     if status.terminal:
         raise Conflict(f"evaluation {id} is already {status.value}", detail={"status": status})
-    if status is JobStatus.queued and store.transition_evaluation(
+    cancelled_now = status is JobStatus.queued and store.transition_evaluation(
         session,
         id=id,
         from_statuses=[JobStatus.queued],
         to_status=JobStatus.cancelled,
         finished_at=utcnow(),
-    ):
-        pass
-    else:
+    )
+    if not cancelled_now:  # running, or claimed since it was read: ask the runner to stop
         store.transition_evaluation(
             session, id=id, from_statuses=[JobStatus.running], to_status=JobStatus.cancelling
         )
