@@ -97,11 +97,18 @@ def list_jobs(
     where = []
     if statuses is not None:
         where.append(TrainingJob.status.in_([str(s) for s in statuses]))
-    count = session.scalar(select(func.count()).select_from(TrainingJob).where(*where)) or 0
+    return newest_first(session, TrainingJob, where=where, offset=offset, limit=limit)
+
+
+def newest_first(
+    session: Session, model: Any, *, where: list[Any], offset: int, limit: int
+) -> tuple[list[Any], int]:
+    """A page of ``model`` rows, newest first, and the count of all that match ``where``."""
+    count = session.scalar(select(func.count()).select_from(model).where(*where)) or 0
     rows = session.scalars(
-        select(TrainingJob)
+        select(model)
         .where(*where)
-        .order_by(TrainingJob.created_at.desc(), TrainingJob.id.desc())
+        .order_by(model.created_at.desc(), model.id.desc())
         .offset(offset)
         .limit(limit)
     ).all()
@@ -122,13 +129,31 @@ def transition_job(
     A single conditional UPDATE, so two processes racing (the API cancelling, the worker
     finishing) cannot both win. ``where``: extra conditions (for example the owning worker).
     """
+    return compare_and_set(
+        session,
+        TrainingJob,
+        id=id,
+        from_statuses=from_statuses,
+        to_status=to_status,
+        where=where,
+        **fields,
+    )
+
+
+def compare_and_set(
+    session: Session,
+    model: Any,
+    *,
+    id: str,
+    from_statuses: Iterable[str],
+    to_status: str,
+    where: Iterable[Any] = (),
+    **fields: Any,
+) -> bool:
+    """One conditional UPDATE of a row's status (jobs, evaluations); True when it moved."""
     result = session.execute(
-        update(TrainingJob)
-        .where(
-            TrainingJob.id == id,
-            TrainingJob.status.in_([str(s) for s in from_statuses]),
-            *where,
-        )
+        update(model)
+        .where(model.id == id, model.status.in_([str(s) for s in from_statuses]), *where)
         .values(status=str(to_status), updated_at=utcnow(), **fields)
     )
     return result.rowcount == 1

@@ -9,6 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ttalkkac.store import crud
 from ttalkkac.store.models import Evaluation, EvaluationRow, JobStatus, utcnow
 
 
@@ -61,15 +62,7 @@ def list_evaluations(
         where.append(Evaluation.adapter == adapter)
     if training_job_id is not None:
         where.append(Evaluation.training_job_id == training_job_id)
-    count = session.scalar(select(func.count()).select_from(Evaluation).where(*where)) or 0
-    rows = session.scalars(
-        select(Evaluation)
-        .where(*where)
-        .order_by(Evaluation.created_at.desc(), Evaluation.id.desc())
-        .offset(offset)
-        .limit(limit)
-    ).all()
-    return list(rows), count
+    return crud.newest_first(session, Evaluation, where=where, offset=offset, limit=limit)
 
 
 def transition_evaluation(
@@ -82,12 +75,15 @@ def transition_evaluation(
     **fields: Any,
 ) -> bool:
     """Compare-and-set of the status (plus other columns); True when this call moved it."""
-    result = session.execute(
-        update(Evaluation)
-        .where(Evaluation.id == id, Evaluation.status.in_([str(s) for s in from_statuses]), *where)
-        .values(status=str(to_status), updated_at=utcnow(), **fields)
+    return crud.compare_and_set(
+        session,
+        Evaluation,
+        id=id,
+        from_statuses=from_statuses,
+        to_status=to_status,
+        where=where,
+        **fields,
     )
-    return result.rowcount == 1
 
 
 def update_owned(session: Session, *, id: str, owner: str, **fields: Any) -> bool:
