@@ -236,6 +236,10 @@ def quality(
         Path | None,
         typer.Option(help="Evaluate this adapter instead of training the recipe first."),
     ] = None,
+    keep_adapter: Annotated[
+        Path | None,
+        typer.Option(help="Train the recipe into this folder and keep it (for --adapter later)."),
+    ] = None,
     samples: Annotated[int, typer.Option(help="Validation examples evaluated.")] = 24,
     max_meeting_chars: Annotated[int, typer.Option(help="Meetings are shortened to this.")] = 4000,
     seed: Annotated[int, typer.Option(help="Example selection and generation seed.")] = 0,
@@ -259,6 +263,7 @@ def quality(
         model=model,
         smoke=smoke,
         adapter=adapter,
+        keep_adapter=keep_adapter,
         max_samples=min(samples, 4) if smoke else samples,
         max_meeting_chars=max_meeting_chars,
         seed=seed,

@@ -81,6 +81,7 @@ def train_recipe(model: str, out_dir: Path, recipe: dict[str, Any]) -> dict[str,
 
 def train_in_subprocess(model: str, out_dir: Path, *, smoke: bool) -> dict[str, Any]:
     """``train_recipe`` in a fresh interpreter, so its memory is returned before the engines."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     result = out_dir.parent / "train-quality.json"
     cmd = [sys.executable, "-m", "bench", "_train-quality", "--model", model]
     cmd += ["--out-dir", str(out_dir), "--result", str(result)] + (["--smoke"] if smoke else [])
@@ -199,6 +200,7 @@ def run_quality_bench(
     model: str,
     smoke: bool,
     adapter: Path | None,
+    keep_adapter: Path | None = None,
     max_samples: int,
     max_meeting_chars: int,
     seed: int,
@@ -208,7 +210,8 @@ def run_quality_bench(
     try:
         section: dict[str, Any] = {}
         if adapter is None:
-            adapter = work / "adapter"
+            # A kept adapter outlives a failed evaluation: rerun with --adapter, no retraining.
+            adapter = keep_adapter or work / "adapter"
             section["training"] = train_in_subprocess(model, adapter, smoke=smoke)
         else:
             section["training"] = {"adapter_given": str(adapter)}
