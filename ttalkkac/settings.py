@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     job_sweep_interval_s: int = Field(
         default=60, ge=1, description="How often a worker looks for orphaned jobs (and at start)."
     )
+    job_resend_queued_after_s: int = Field(
+        default=300,
+        ge=10,
+        description="A job queued this long while no job runs lost its queue message (the API "
+        "died before sending it, Redis restarted without persistence): the sweep sends it again.",
+    )
     broker_key_prefix: str = Field(
         default="",
         description="Prefix of every broker key in Redis (separates deployments sharing one).",

@@ -35,6 +35,9 @@ class RunOutcome(StrEnum):
     already_cancelled = "already cancelled"
     duplicate = "duplicate"  # a live process runs the job: this delivery is skipped
     lost_race = "lost race"  # another delivery took the job first
+    # Another process took the job over during this run (this one was paused or cut off from
+    # the store past JOB_STALE_AFTER_S): it stopped without writing anything more.
+    superseded = "superseded"
     cancelled = "cancelled"
     failed = "failed"
     succeeded = "succeeded"
@@ -119,13 +122,24 @@ def claim_job(db: Database, settings: Settings, job_id: str, me: str) -> Trainin
         return job
 
 
-def fail(session: Any, job_id: str, error_type: str, message: str) -> bool:
-    """End a job ``failed`` with the reason, unless it has ended already."""
+def _owned_by(owner: str | None) -> list[Any]:
+    return [] if owner is None else [TrainingJob.worker == owner]
+
+
+def fail(
+    session: Any, job_id: str, error_type: str, message: str, *, owner: str | None = None
+) -> bool:
+    """End a job ``failed`` with the reason, unless it has ended already.
+
+    ``owner``: only while that process owns the job (a run ends its own job, never the one a
+    later attempt has taken over).
+    """
     moved = crud.transition_job(
         session,
         id=job_id,
         from_statuses=[JobStatus.queued, *ACTIVE],
         to_status=JobStatus.failed,
+        where=_owned_by(owner),
         error_type=error_type[:100],
         error_message=message,
         finished_at=utcnow(),
@@ -141,13 +155,14 @@ def fail(session: Any, job_id: str, error_type: str, message: str) -> bool:
     return moved
 
 
-def finish_cancelled(session: Any, job_id: str, message: str) -> bool:
+def finish_cancelled(session: Any, job_id: str, message: str, *, owner: str | None = None) -> bool:
     """End a job ``cancelled`` with an event saying how, unless it has ended already."""
     moved = crud.transition_job(
         session,
         id=job_id,
         from_statuses=[JobStatus.queued, *ACTIVE],
         to_status=JobStatus.cancelled,
+        where=_owned_by(owner),
         finished_at=utcnow(),
     )
     if moved:

@@ -33,24 +33,25 @@ def run_job(db: Database, settings: Settings, job_id: str) -> RunOutcome:
     if isinstance(claimed, RunOutcome):
         return claimed
     job = claimed
-    reporter = JobReporter(db, job_id)
+    reporter = JobReporter(db, job_id, worker=me)
     out_dir = job_dir(settings, job_id)
-    with Heartbeat(db, job_id, me, settings.job_heartbeat_s):
+    with Heartbeat(db, job_id, me, settings.job_heartbeat_s, on_lost=reporter.mark_lost):
         return _execute(db, settings, job, reporter, out_dir)
 
 
 def _execute(
     db: Database, settings: Settings, job: TrainingJob, reporter: JobReporter, out_dir: Path
 ) -> RunOutcome:
+    """Train and finish; every way out ends the job, unless another process owns it now."""
     from ttalkkac.datasets import load_training_data
     from ttalkkac.training.trainer import train_lora
 
-    job_id = job.id
+    job_id, me = job.id, reporter.worker
     try:
         spec = TrainSpec.from_stored(job.hyperparameters)
         base_model = _resolve_base_model(job, settings)
         with db.session() as session:
-            crud.update_job(session, id=job_id, base_model=base_model)
+            crud.update_job(session, id=job_id, owner=me, base_model=base_model)
             dataset = crud.get_dataset(session, id=job.dataset_id)
             if dataset is None:
                 raise NotFound(f"dataset {job.dataset_id} no longer exists")
@@ -69,53 +70,96 @@ def _execute(
             reporter=reporter,
             resume=True,
         )
+        return _finish(db, settings, job, reporter, out_dir, base_model, results)
     except JobCancelled as exc:
+        if reporter.lost:
+            return RunOutcome.superseded
         with db.session() as session:
-            finish_cancelled(session, job_id, f"cancelled: {exc.message}")
+            finish_cancelled(session, job_id, f"cancelled: {exc.message}", owner=me)
         return RunOutcome.cancelled
+    except Superseded:
+        return RunOutcome.superseded
     except Exception as exc:
+        if reporter.lost:
+            logger.warning("[job %s] superseded run ended with %r", job_id, exc)
+            return RunOutcome.superseded
         logger.exception("[job %s] failed", job_id)
         detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
         message = getattr(exc, "message", None) or detail
         with db.session() as session:
-            fail(session, job_id, type(exc).__name__, str(message)[:4000])
+            fail(session, job_id, type(exc).__name__, str(message)[:4000], owner=me)
         return RunOutcome.failed
 
-    with db.session() as session:
-        fresh = crud.get_job(session, id=job_id, for_update=True)
-        if fresh is not None and fresh.status == JobStatus.cancelling:
-            finish_cancelled(session, job_id, "cancelled as training finished; not registered")
-            return RunOutcome.cancelled
-        name = _register(session, job, base_model, out_dir, results)
-        moved = crud.transition_job(
-            session,
-            id=job_id,
-            from_statuses=[JobStatus.running],
-            to_status=JobStatus.succeeded,
-            finished_at=utcnow(),
-            adapter_name=name,
-            metrics={**reporter.reported_metrics, **_summary(results)},
-        )
-        if not moved:
-            raise Conflict(f"job {job_id} changed state while finishing")
-        crud.append_event(
-            session,
-            job_id=job_id,
-            message=f"succeeded: adapter {name} registered",
-            data={"adapter": name, "path": str(out_dir), **_summary(results)},
-        )
-        queued = evaluate_after_training(session, settings, job, name)
-        if queued:
+
+class Superseded(Exception):
+    """Raised inside the finishing transaction to roll it back: another process owns the job."""
+
+
+def _finish(
+    db: Database,
+    settings: Settings,
+    job: TrainingJob,
+    reporter: JobReporter,
+    out_dir: Path,
+    base_model: str,
+    results: dict[str, Any],
+) -> RunOutcome:
+    """Register the adapter and mark the job succeeded, in one transaction that this process
+    commits only while it owns the job and the job is still running.
+
+    A cancel that lands between the read and the compare-and-set (SQLite ignores
+    ``FOR UPDATE``) makes the compare-and-set miss: the registration is rolled back and the
+    job is ended ``cancelled`` at once instead of waiting for the sweep.
+    """
+    job_id, me = job.id, reporter.worker
+    for _ in range(3):
+        with db.session() as session:
+            fresh = crud.get_job(session, id=job_id, for_update=True)
+            if fresh is None or fresh.worker != me:
+                reporter.mark_lost("finishing found the job owned by another process")
+                raise Superseded
+            status = JobStatus(fresh.status)
+            if status is JobStatus.cancelling:
+                finish_cancelled(
+                    session, job_id, "cancelled as training finished; not registered", owner=me
+                )
+                return RunOutcome.cancelled
+            if status.terminal:
+                return RunOutcome.already(status)
+            name = _register(session, job, base_model, out_dir, results)
+            moved = crud.transition_job(
+                session,
+                id=job_id,
+                from_statuses=[JobStatus.running],
+                to_status=JobStatus.succeeded,
+                where=[TrainingJob.worker == me],
+                finished_at=utcnow(),
+                adapter_name=name,
+                metrics={**reporter.reported_metrics, **_summary(results)},
+            )
+            if not moved:
+                session.rollback()  # the registration goes with the missed transition
+                continue
             crud.append_event(
                 session,
                 job_id=job_id,
-                message=(
-                    f"evaluation queued: {', '.join(e.adapter for e in queued)} on "
-                    f"{queued[0].max_samples} validation examples ({', '.join(e.id for e in queued)})"
-                ),
-                data={"evaluations": [e.id for e in queued]},
+                message=f"succeeded: adapter {name} registered",
+                data={"adapter": name, "path": str(out_dir), **_summary(results)},
             )
-    return RunOutcome.succeeded
+            queued = evaluate_after_training(session, settings, job, name)
+            if queued:
+                crud.append_event(
+                    session,
+                    job_id=job_id,
+                    message=(
+                        f"evaluation queued: {', '.join(e.adapter for e in queued)} on "
+                        f"{queued[0].max_samples} validation examples "
+                        f"({', '.join(e.id for e in queued)})"
+                    ),
+                    data={"evaluations": [e.id for e in queued]},
+                )
+            return RunOutcome.succeeded
+    raise Conflict(f"job {job_id} kept changing state while finishing")
 
 
 def _resolve_base_model(job: TrainingJob, settings: Settings) -> str:

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -79,10 +80,23 @@ def recorded_process_alive(
 
 
 class Heartbeat:
-    """Records every few seconds that this process still runs the job (for crash recovery)."""
+    """Records every few seconds that this process still runs the job (for crash recovery).
 
-    def __init__(self, db: Database, job_id: str, me: str, every_s: float) -> None:
+    A beat that finds the job owned by another process (recovery took it over while this one
+    was paused or cut off) calls ``on_lost`` and stops beating.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        job_id: str,
+        me: str,
+        every_s: float,
+        *,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
         self._stop = threading.Event()
+        self._on_lost = on_lost
         self._thread = threading.Thread(
             target=self._run,
             args=(db, job_id, me, every_s),
@@ -94,9 +108,14 @@ class Heartbeat:
         while not self._stop.wait(every_s):
             try:
                 with db.session() as session:
-                    crud.touch_job(session, id=job_id, worker=me)
+                    owned = crud.touch_job(session, id=job_id, worker=me)
             except Exception:  # a missed beat is not worth killing the job for
                 logger.warning("[job %s] heartbeat failed", job_id, exc_info=True)
+                continue
+            if not owned:
+                if self._on_lost is not None:
+                    self._on_lost("the heartbeat found the job owned by another process")
+                return
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

@@ -100,6 +100,18 @@ def list_jobs(
     return newest_first(session, TrainingJob, where=where, offset=offset, limit=limit)
 
 
+def jobs_with_status(
+    session: Session, *, statuses: Iterable[str], updated_before: datetime | None = None
+) -> list[TrainingJob]:
+    """Every job in ``statuses`` (oldest first), for the sweep: not a page, none is skipped."""
+    where = [TrainingJob.status.in_([str(s) for s in statuses])]
+    if updated_before is not None:
+        where.append(TrainingJob.updated_at < updated_before)
+    return list(
+        session.scalars(select(TrainingJob).where(*where).order_by(TrainingJob.created_at)).all()
+    )
+
+
 def newest_first(
     session: Session, model: Any, *, where: list[Any], offset: int, limit: int
 ) -> tuple[list[Any], int]:
@@ -159,13 +171,21 @@ def compare_and_set(
     return result.rowcount == 1
 
 
-def update_job(session: Session, *, id: str, **fields: Any) -> None:
-    """Progress and bookkeeping columns; never the status (use ``transition_job``)."""
+def update_job(session: Session, *, id: str, owner: str | None = None, **fields: Any) -> bool:
+    """Progress and bookkeeping columns; never the status (use ``transition_job``).
+
+    ``owner``: only while that process still owns the job (a superseded worker writes nothing).
+    True when the row was updated.
+    """
     if "status" in fields:
         raise ValueError("use transition_job to change a job's status")
-    session.execute(
-        update(TrainingJob).where(TrainingJob.id == id).values(updated_at=utcnow(), **fields)
+    condition = [TrainingJob.id == id]
+    if owner is not None:
+        condition.append(TrainingJob.worker == owner)
+    result = session.execute(
+        update(TrainingJob).where(*condition).values(updated_at=utcnow(), **fields)
     )
+    return result.rowcount == 1
 
 
 def touch_job(session: Session, *, id: str, worker: str) -> bool:
@@ -180,6 +200,14 @@ def touch_job(session: Session, *, id: str, worker: str) -> bool:
 
 def job_status(session: Session, *, id: str) -> str | None:
     return session.scalar(select(TrainingJob.status).where(TrainingJob.id == id))
+
+
+def job_status_and_worker(session: Session, *, id: str) -> tuple[str, str | None] | None:
+    """A running job's stop check: its status and who owns it (None: no such job)."""
+    row = session.execute(
+        select(TrainingJob.status, TrainingJob.worker).where(TrainingJob.id == id)
+    ).first()
+    return None if row is None else (row[0], row[1])
 
 
 # --- job events ------------------------------------------------------------------------------

@@ -8,7 +8,10 @@ module only pads them, so training and validation loss are over answer tokens on
    ``eval_steps``, resuming from the last complete checkpoint in ``out_dir/checkpoints`` if any;
 3. keep the best checkpoint by validation loss, save it as ``adapter_model.safetensors`` +
    ``adapter_config.json`` in ``out_dir``;
-4. write ``training_results.json``, ``log_history.json`` and ``loss.png``.
+4. write ``log_history.json``, ``loss.png`` and, last, ``training_results.json``: the mark of a
+   finished run. A resumed run (``resume=True``) that finds it, for the same spec and base
+   model, next to the adapter returns it instead of training again: a process that died after
+   training but before its job was marked succeeded costs a re-registration, not a retrain.
 
 Whether the adapter writes valid plans is the post-training evaluation's question
 (``ttalkkac.evaluation``, through the serving engine), not the trainer's.
@@ -235,6 +238,15 @@ def train_lora(
     out_dir.mkdir(parents=True, exist_ok=True)
     set_seed(spec.seed)
 
+    if resume:
+        finished = finished_results(out_dir, spec=spec, base_model=base_model)
+        if finished is not None:
+            reporter.event(
+                "training had finished in an earlier attempt: its adapter and results are used",
+                data={"global_step": finished.get("global_step")},
+            )
+            return finished
+
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -313,6 +325,10 @@ def train_lora(
     state = trainer.state
     best_step = _checkpoint_step(state.best_model_checkpoint)
     final_eval = trainer.evaluate() if val_set else {}
+    # Checked before anything lands in out_dir: a cancelled run, or one another process has
+    # taken over, must not overwrite the adapter there.
+    if reporter.should_cancel():
+        raise JobCancelled("cancelled after training")
     trainer.model.save_pretrained(str(out_dir), safe_serialization=True)
     # Never a pickle: a stale .bin from another tool must not shadow the safetensors file.
     (out_dir / "adapter_model.bin").unlink(missing_ok=True)
@@ -320,9 +336,6 @@ def train_lora(
         f"adapter saved (best checkpoint: step {best_step or state.global_step})",
         data={"path": str(out_dir), "best_step": best_step, "eval": final_eval},
     )
-
-    if reporter.should_cancel():
-        raise JobCancelled("cancelled after training")
 
     session_tokens = state.num_input_tokens_seen - tokens_before
     runtime = output.metrics.get("train_runtime") or wall_s
@@ -358,10 +371,11 @@ def train_lora(
         "library_versions": library_versions(),
         "torch_threads": torch.get_num_threads(),
     }
-    write_json(out_dir / RESULTS_FILE, results)
     write_json(out_dir / LOG_HISTORY_FILE, state.log_history)
     plot_loss(state.log_history, out_dir / LOSS_PLOT_FILE, title=f"LoRA on {Path(base_model).name}")
-    # The shipped adapter is the best checkpoint's; optimizer states are dead weight now.
+    write_json(out_dir / RESULTS_FILE, results)  # last: the mark of a finished run
+    # The shipped adapter is the best checkpoint's; optimizer states are dead weight now. A
+    # kill during this removal is harmless: a resume finds the results above and stops there.
     shutil.rmtree(ckpt_root, ignore_errors=True)
     reporter.event(
         "results written", data={"files": [RESULTS_FILE, LOG_HISTORY_FILE, LOSS_PLOT_FILE]}
@@ -369,18 +383,42 @@ def train_lora(
     return results
 
 
+def finished_results(out_dir: Path, *, spec: TrainSpec, base_model: str) -> dict[str, Any] | None:
+    """The results of a run of ``spec`` on ``base_model`` that finished in ``out_dir``, else None.
+
+    Finished means: ``training_results.json`` (written last) parses, names the same
+    hyperparameters and base model, and the adapter it describes is there.
+    """
+    try:
+        results = json.loads((out_dir / RESULTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same_run = (
+        isinstance(results, dict)
+        and results.get("hyperparameters") == spec.model_dump(mode="json")
+        and results.get("base_model") == base_model
+    )
+    weights = out_dir / ADAPTER_WEIGHTS
+    if not same_run or not (out_dir / ADAPTER_CONFIG).is_file() or not weights.is_file():
+        return None
+    return results
+
+
 def last_complete_checkpoint(root: Path, reporter: Reporter) -> str | None:
     """The newest checkpoint under ``root`` that was completely written, else None.
 
     ``Trainer`` writes ``trainer_state.json`` last; a process killed while saving (OOM killer,
-    kill -9) leaves a folder without it, or with it cut short. transformers'
-    ``get_last_checkpoint`` would pick that folder and the resume would fail; such folders are
+    kill -9) leaves a folder without it, or with it cut short; a kill while removing the
+    checkpoints of a finished run can leave the state without the weights. transformers'
+    ``get_last_checkpoint`` would pick such a folder and the resume would fail; they are
     removed (nothing in them can be resumed) and the one before is used.
     """
     folders = [f for f in root.glob("checkpoint-*") if f.is_dir() and _checkpoint_step(str(f))]
     for folder in sorted(folders, key=lambda f: _checkpoint_step(str(f)) or 0, reverse=True):
         try:
             json.loads((folder / "trainer_state.json").read_text())
+            if not (folder / ADAPTER_WEIGHTS).is_file():
+                raise OSError(f"{ADAPTER_WEIGHTS} is missing")
         except (OSError, ValueError):
             reporter.event(
                 f"{folder.name} is incomplete (the process was stopped while saving it): removed",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import update
+
 from tests.utils.job_rows import get, messages, new_job, set_running
 from ttalkkac import jobs
 from ttalkkac.jobs.claim import claim_job
@@ -46,3 +48,77 @@ def test_an_orphan_past_the_time_limit_fails_instead_of_restarting(
     assert sent == []
     job = get(db, job_id)
     assert (job.status, job.error_type) == ("failed", "TimeLimitExceeded")
+
+
+def _age_queued(db: Database, job_id: str, seconds: int) -> None:
+    with db.session() as s:
+        s.execute(
+            update(TrainingJob)
+            .where(TrainingJob.id == job_id)
+            .values(updated_at=utcnow() - timedelta(seconds=seconds))
+        )
+
+
+def test_a_queued_job_whose_message_was_lost_is_sent_again_once(
+    db: Database, settings: Settings
+) -> None:
+    lost, fresh = new_job(db), new_job(db)
+    _age_queued(db, lost, settings.job_resend_queued_after_s + 1)
+    sent: list[str] = []
+    assert jobs.recover_orphaned_jobs(db, settings, enqueue=sent.append) == [lost]
+    assert sent == [lost]
+    assert any("its queue message was lost; sent again" in m for m in messages(db, lost))
+    # Touched by the resend: the next sweep waits a full interval before sending again.
+    assert jobs.recover_orphaned_jobs(db, settings, enqueue=sent.append) == []
+    assert get(db, fresh).status == "queued" and sent == [lost]
+
+
+def test_a_queued_job_waiting_behind_a_running_one_is_not_resent(
+    db: Database, settings: Settings
+) -> None:
+    running, waiting = new_job(db), new_job(db)
+    set_running(db, running, jobs.process_id())
+    _age_queued(db, waiting, settings.job_resend_queued_after_s + 1)
+    sent: list[str] = []
+    assert jobs.recover_orphaned_jobs(db, settings, enqueue=sent.append) == []
+    assert sent == []
+
+
+def test_a_broker_refusing_one_job_does_not_stop_the_sweep(
+    db: Database, settings: Settings, lost_worker: str
+) -> None:
+    first, second = new_job(db), new_job(db)
+    set_running(db, first, lost_worker)
+    set_running(db, second, lost_worker)
+    sent: list[str] = []
+
+    def flaky(job_id: str) -> None:
+        if job_id == first:
+            raise ConnectionError("broker down")
+        sent.append(job_id)
+
+    assert jobs.recover_orphaned_jobs(db, settings, enqueue=flaky) == [second]
+    assert sent == [second]
+    # The refused job keeps its re-enqueue mark; once that goes stale a later sweep sends it.
+    with db.session() as s:
+        crud.update_job(
+            s, id=first, heartbeat_at=utcnow() - timedelta(seconds=settings.job_stale_after_s + 1)
+        )
+    assert jobs.recover_orphaned_jobs(db, settings, enqueue=sent.append) == [first]
+
+
+def test_the_sweep_sees_every_active_job_not_a_page(
+    db: Database, settings: Settings, lost_worker: str
+) -> None:
+    """More orphans than a page of GET /train holds (1,000): every one is recovered."""
+    with db.session() as s:
+        ds = crud.create_dataset(s, name="d", kind="gold", path="/nowhere")
+        ids = []
+        for _ in range(1001):
+            job = crud.create_job(s, dataset_id=ds.id, hyperparameters={}, base_model=None)
+            crud.update_job(s, id=job.id, worker=lost_worker, heartbeat_at=utcnow())
+            ids.append(job.id)
+        s.execute(update(TrainingJob).where(TrainingJob.id.in_(ids)).values(status="running"))
+    sent: list[str] = []
+    assert len(jobs.recover_orphaned_jobs(db, settings, enqueue=sent.append)) == 1001
+    assert sorted(sent) == sorted(ids)

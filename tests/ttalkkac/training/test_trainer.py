@@ -123,7 +123,7 @@ def test_cancel_stops_within_a_step_and_a_rerun_resumes_from_the_checkpoint(
     tiny_model_dir: Path, tmp_path: Path, one_thread
 ) -> None:
     from ttalkkac.training.spec import TrainSpec
-    from ttalkkac.training.trainer import TrainData, train_lora
+    from ttalkkac.training.trainer import TrainData, finished_results, train_lora
 
     records = tiny_records(4)
     data = TrainData(records[:3], records[3:], {})
@@ -148,6 +148,10 @@ def test_cancel_stops_within_a_step_and_a_rerun_resumes_from_the_checkpoint(
     partial = tmp_path / "checkpoints" / "checkpoint-5"
     shutil.copytree(tmp_path / "checkpoints" / "checkpoint-3", partial)
     (partial / "trainer_state.json").unlink()
+    # A kill while a finished run removes its checkpoints can leave the state without weights.
+    weightless = tmp_path / "checkpoints" / "checkpoint-4"
+    shutil.copytree(tmp_path / "checkpoints" / "checkpoint-3", weightless)
+    (weightless / "adapter_model.safetensors").unlink()
 
     again = RecordingReporter()
     results = train_lora(
@@ -156,9 +160,27 @@ def test_cancel_stops_within_a_step_and_a_rerun_resumes_from_the_checkpoint(
     assert results["resumed_from"] == "checkpoint-3"
     assert any("resuming from checkpoint-3" in e["message"] for e in again.events)
     assert any("checkpoint-5 is incomplete" in e["message"] for e in again.events)
-    assert not partial.exists()
+    assert any("checkpoint-4 is incomplete" in e["message"] for e in again.events)
+    assert not partial.exists() and not weightless.exists()
     assert again.steps[0] == 3 and results["global_step"] == 6
     assert (tmp_path / "adapter_model.safetensors").is_file()
+
+    # The process died after training, before its job was marked succeeded: the next attempt
+    # finds the finished run and trains nothing.
+    third = RecordingReporter()
+    reused = train_lora(
+        base_model=str(tiny_model_dir), data=data, spec=spec, out_dir=tmp_path, reporter=third
+    )
+    assert reused == json.loads((tmp_path / "training_results.json").read_text())
+    assert reused["global_step"] == 6 and third.steps == []
+    assert any("finished in an earlier attempt" in e["message"] for e in third.events)
+    # Another spec in the same folder is another run: that one does train.
+    assert (
+        finished_results(
+            tmp_path, spec=spec.model_copy(update={"seed": 7}), base_model=str(tiny_model_dir)
+        )
+        is None
+    )
 
 
 def test_answer_logits_loss_equals_the_models_own(
