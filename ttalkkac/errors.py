@@ -56,3 +56,9 @@ class DataError(InvalidInput):
 
 class JobCancelled(TtalkkacError):
     code = "cancelled"
+
+
+class JobInterrupted(TtalkkacError):
+    """The worker is shutting down: the run saved a checkpoint and stopped, to be resumed."""
+
+    code = "interrupted"

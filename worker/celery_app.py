@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutting_down
 
 from ttalkkac.broker import resolve_broker
 from ttalkkac.settings import Settings, get_settings
@@ -110,6 +110,27 @@ def _start_recovery(sender: Any = None, **_: Any) -> None:
     threading.Thread(
         target=_sweep_forever, args=(app, stop), name="orphan-sweep", daemon=True
     ).start()
+
+
+@worker_shutting_down.connect(weak=False)
+def _stop_running_jobs(sender: Any = None, **_: Any) -> None:
+    """SIGTERM at the main process: ask the pool child's job to checkpoint and hand back.
+
+    Celery's warm shutdown then waits for that task, which ends at its current step.
+    """
+    import os
+
+    from ttalkkac.jobs.shutdown import request_stop_of_children
+    from worker.tasks import database
+
+    settings = get_settings()
+    try:
+        asked = request_stop_of_children(database(settings), settings, os.getpid())
+    except Exception:
+        logger.exception("could not ask the running jobs to stop")
+        return
+    if asked:
+        logger.warning("shutting down: jobs %s checkpoint and go back to the queue", asked)
 
 
 def worker_argv(

@@ -31,9 +31,19 @@ def register_tasks(app: Celery) -> None:
 
     @app.task(name=TASK_RUN_TRAINING_JOB, acks_late=True, reject_on_worker_lost=True)
     def run_training_job(job_id: str) -> str:
-        from ttalkkac.jobs import run_job
+        from ttalkkac.jobs import RunOutcome, run_job
+        from ttalkkac.jobs.shutdown import stop_on_sigterm
+        from worker.celery_app import enqueue_training_job
 
         settings: Settings = app.ttalkkac_settings  # type: ignore[attr-defined]
-        outcome = run_job(database(settings), settings, job_id)
+        with stop_on_sigterm(settings, job_id):
+            outcome = run_job(database(settings), settings, job_id)
         logger.info("[job %s] delivery ended: %s", job_id, outcome)
+        if outcome is RunOutcome.handed_back:
+            # The next worker resumes it. If the broker is gone too, the sweep re-sends it once
+            # the hand-back mark goes stale (JOB_STALE_AFTER_S).
+            try:
+                enqueue_training_job(app, job_id)
+            except Exception:
+                logger.warning("[job %s] could not re-send; the sweep will", job_id, exc_info=True)
         return outcome

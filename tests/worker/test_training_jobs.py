@@ -193,6 +193,49 @@ def test_cancel_running_and_queued_jobs(
     assert skipped["status"] == "cancelled" and skipped["attempts"] == 0
 
 
+def test_sigterm_checkpoints_hands_the_job_back_and_the_next_worker_resumes_it(
+    client: TestClient, dataset_id: str, worker_setup: WorkerSetup
+) -> None:
+    """A deploy: SIGTERM to the worker's main process (what ``docker stop`` sends to PID 1)."""
+    import os
+    import signal
+
+    job = submit(client, dataset_id, max_steps=100_000, eval_steps=50_000)
+    job_id = job["id"]
+    wait_for(
+        client,
+        job_id,
+        lambda j: j["status"] == "running" and j["progress"]["step"] >= 2,
+        what="training steps",
+        log=worker_setup.log,
+    )
+    proc = worker_setup.worker.proc
+    assert proc is not None
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=90)  # a warm shutdown: it waits for the step, the checkpoint, the hand-back
+    handed = client.get(f"/train/{job_id}").json()
+    messages = [e["message"] for e in events(client, job_id)]
+    saved = [m for m in messages if m.startswith("checkpoint saved at step")]
+    assert saved and any("is shutting down" in m for m in messages), messages
+    stopped_at = int(saved[-1].rsplit(" ", 1)[1])
+    assert handed["status"] == "running" and handed["attempts"] == 0  # no attempt used up
+
+    worker_setup.worker = WorkerProcess(worker_setup.env, worker_setup.log).start()
+    resumed = wait_for(
+        client,
+        job_id,
+        lambda j: any(
+            f"resuming from checkpoint-{stopped_at}" in e["message"] for e in events(client, job_id)
+        ),
+        what="the resume from the shutdown's checkpoint",
+        log=worker_setup.log,
+    )
+    assert resumed["attempts"] == 1
+    assert client.post(f"/train/{job_id}/cancel").status_code == 200
+    done = wait_for(client, job_id, lambda j: j["status"] in TERMINAL, timeout_s=60, what="cancel")
+    assert done["status"] == "cancelled"
+
+
 def test_worker_killed_mid_job_resumes_then_fails_with_reason(
     client: TestClient, dataset_id: str, worker_setup: WorkerSetup
 ) -> None:

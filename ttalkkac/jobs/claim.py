@@ -38,6 +38,8 @@ class RunOutcome(StrEnum):
     # Another process took the job over during this run (this one was paused or cut off from
     # the store past JOB_STALE_AFTER_S): it stopped without writing anything more.
     superseded = "superseded"
+    # The worker is shutting down: a checkpoint was saved and the job handed back to the queue.
+    handed_back = "handed back"
     cancelled = "cancelled"
     failed = "failed"
     succeeded = "succeeded"

@@ -12,11 +12,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ttalkkac.errors import Conflict, JobCancelled, NotFound
+from ttalkkac.errors import Conflict, JobCancelled, JobInterrupted, NotFound
 from ttalkkac.evaluation.commands import evaluate_after_training
 from ttalkkac.jobs.claim import RunOutcome, claim_job, fail, finish_cancelled, job_dir
-from ttalkkac.jobs.liveness import Heartbeat, process_id
+from ttalkkac.jobs.liveness import Heartbeat, process_id, requeued_by
 from ttalkkac.jobs.reporting import JobReporter
+from ttalkkac.jobs.shutdown import clear_stop_request, stop_request_path
 from ttalkkac.settings import Settings
 from ttalkkac.store import crud
 from ttalkkac.store.db import Database
@@ -33,7 +34,8 @@ def run_job(db: Database, settings: Settings, job_id: str) -> RunOutcome:
     if isinstance(claimed, RunOutcome):
         return claimed
     job = claimed
-    reporter = JobReporter(db, job_id, worker=me)
+    clear_stop_request(settings, job_id)  # a request left by an earlier attempt is not for us
+    reporter = JobReporter(db, job_id, worker=me, stop_request=stop_request_path(settings, job_id))
     out_dir = job_dir(settings, job_id)
     with Heartbeat(db, job_id, me, settings.job_heartbeat_s, on_lost=reporter.mark_lost):
         return _execute(db, settings, job, reporter, out_dir)
@@ -77,6 +79,10 @@ def _execute(
         with db.session() as session:
             finish_cancelled(session, job_id, f"cancelled: {exc.message}", owner=me)
         return RunOutcome.cancelled
+    except JobInterrupted as exc:
+        if reporter.lost:
+            return RunOutcome.superseded
+        return _hand_back(db, settings, job_id, me, exc.message)
     except Superseded:
         return RunOutcome.superseded
     except Exception as exc:
@@ -89,6 +95,42 @@ def _execute(
         with db.session() as session:
             fail(session, job_id, type(exc).__name__, str(message)[:4000], owner=me)
         return RunOutcome.failed
+
+
+def _hand_back(db: Database, settings: Settings, job_id: str, me: str, why: str) -> RunOutcome:
+    """Give the job back to the queue after a graceful stop; the attempt is not counted.
+
+    The job keeps ``running`` under the re-enqueue marker (as the sweep leaves it), so the next
+    delivery takes it over and resumes from the checkpoint; the caller sends that delivery.
+    """
+    clear_stop_request(settings, job_id)
+    with db.session() as session:
+        job = crud.get_job(session, id=job_id, for_update=True)
+        if job is None or job.worker != me:
+            return RunOutcome.superseded
+        if job.status == JobStatus.cancelling:
+            finish_cancelled(session, job_id, f"cancelled: {why}", owner=me)
+            return RunOutcome.cancelled
+        moved = crud.transition_job(
+            session,
+            id=job_id,
+            from_statuses=[JobStatus.running],
+            to_status=JobStatus.running,
+            where=[TrainingJob.worker == me],
+            worker=requeued_by(me),
+            heartbeat_at=utcnow(),
+            attempts=max(job.attempts - 1, 0),
+        )
+        if not moved:
+            return RunOutcome.superseded
+        crud.append_event(
+            session,
+            job_id=job_id,
+            level="warning",
+            message=f"worker {me} is shutting down: {why}; the job goes back to the queue",
+            data={"worker": me, "attempts_used": max(job.attempts - 1, 0)},
+        )
+    return RunOutcome.handed_back
 
 
 class Superseded(Exception):

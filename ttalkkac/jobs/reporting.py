@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
@@ -37,6 +38,8 @@ class JobReporter(Reporter):
 
     ``worker``: the process that claimed the job (``host:pid``); when given, every write is
     conditional on it still owning the job, and losing the job makes ``should_cancel`` true.
+    ``stop_request``: the file whose presence asks the run to checkpoint and stop
+    (``ttalkkac.jobs.shutdown``).
     """
 
     def __init__(
@@ -45,11 +48,13 @@ class JobReporter(Reporter):
         job_id: str,
         *,
         worker: str | None = None,
+        stop_request: Path | None = None,
         progress_every_s: float = 1.0,
     ) -> None:
         self.db = db
         self.job_id = job_id
         self.worker = worker
+        self.stop_request = stop_request
         self.progress_every_s = progress_every_s
         self._last_progress = 0.0
         self._metrics: dict[str, Any] = {}
@@ -144,3 +149,6 @@ class JobReporter(Reporter):
             self.mark_lost(f"the job is owned by {worker}")
             return True
         return status == JobStatus.cancelling
+
+    def should_interrupt(self) -> bool:
+        return self.stop_request is not None and self.stop_request.exists()

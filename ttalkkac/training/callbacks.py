@@ -93,11 +93,16 @@ class ProgressCallback(TrainerCallback):
 
 
 class CancelCallback(TrainerCallback):
-    """Stops training at the end of the optimizer step during which a cancel was requested."""
+    """Stops training at the end of the optimizer step during which a cancel was requested.
+
+    An interrupt (the worker shutting down) stops there too, but saves a checkpoint first, so
+    that the next attempt resumes from this very step.
+    """
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
         self.cancelled = False
+        self.interrupted = False
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
@@ -108,4 +113,10 @@ class CancelCallback(TrainerCallback):
             control.should_training_stop = True
             # A cancelled run's state is of no use: skip the step's evaluation and checkpoint.
             control.should_save = False
+            control.should_evaluate = False
+        elif not self.cancelled and not self.interrupted and self.reporter.should_interrupt():
+            self.interrupted = True
+            logger.info("interrupted: checkpoint at step %d, then stop", state.global_step)
+            control.should_training_stop = True
+            control.should_save = True
             control.should_evaluate = False

@@ -33,3 +33,7 @@ class Reporter:
 
     def should_cancel(self) -> bool:
         return False
+
+    def should_interrupt(self) -> bool:
+        """Whether to save a checkpoint now and stop (the process is shutting down)."""
+        return False

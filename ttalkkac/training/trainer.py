@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ttalkkac.errors import DataError, JobCancelled
+from ttalkkac.errors import DataError, JobCancelled, JobInterrupted
 from ttalkkac.hardware import Device
 from ttalkkac.training.callbacks import CancelCallback, ProgressCallback
 from ttalkkac.training.report import (
@@ -226,7 +226,8 @@ def train_lora(
 ) -> dict[str, Any]:
     """Fine-tune ``base_model`` on ``data``; return the results also written to ``out_dir``.
 
-    Raises ``JobCancelled`` when the reporter asked to stop, ``DataError`` when nothing fits.
+    Raises ``JobCancelled`` when the reporter asked to stop, ``JobInterrupted`` after saving a
+    checkpoint when it asked to be interrupted, ``DataError`` when nothing fits.
     """
     import torch
     from peft import get_peft_model
@@ -321,6 +322,9 @@ def train_lora(
     wall_s = time.perf_counter() - started
     if cancel.cancelled:
         raise JobCancelled(f"cancelled at step {trainer.state.global_step}")
+    if cancel.interrupted:
+        step = trainer.state.global_step
+        raise JobInterrupted(f"stopped at step {step} for a shutdown; checkpoint-{step} saved")
 
     state = trainer.state
     best_step = _checkpoint_step(state.best_model_checkpoint)

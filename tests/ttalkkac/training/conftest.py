@@ -18,6 +18,7 @@ class RecordingReporter(Reporter):
     events: list[dict[str, Any]] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
     cancel_at_step: int | None = None
+    interrupt_at_step: int | None = None
 
     def event(self, message: str, *, type: str = "message", level: str = "info", data=None) -> None:
         self.events.append({"message": message, "type": type, "level": level, "data": data or {}})
@@ -30,6 +31,13 @@ class RecordingReporter(Reporter):
             self.cancel_at_step is not None
             and bool(self.steps)
             and self.steps[-1] >= self.cancel_at_step
+        )
+
+    def should_interrupt(self) -> bool:
+        return (
+            self.interrupt_at_step is not None
+            and bool(self.steps)
+            and self.steps[-1] >= self.interrupt_at_step
         )
 
 

@@ -183,6 +183,35 @@ def test_cancel_stops_within_a_step_and_a_rerun_resumes_from_the_checkpoint(
     )
 
 
+def test_an_interrupt_saves_a_checkpoint_at_its_step_and_the_rerun_resumes_there(
+    tiny_model_dir: Path, tmp_path: Path, one_thread
+) -> None:
+    """A worker shutting down: nothing since the last step is lost, however far the last
+    scheduled checkpoint is."""
+    from ttalkkac.errors import JobInterrupted
+    from ttalkkac.training.spec import TrainSpec
+    from ttalkkac.training.trainer import TrainData, train_lora
+
+    records = tiny_records(4)
+    data = TrainData(records[:3], records[3:], {})
+    spec = TrainSpec(
+        max_steps=4, gradient_accumulation_steps=1, eval_steps=100, logging_steps=1, max_seq_len=512
+    )
+    stopper = RecordingReporter(interrupt_at_step=2)
+    with pytest.raises(JobInterrupted, match="checkpoint-2 saved"):
+        train_lora(
+            base_model=str(tiny_model_dir), data=data, spec=spec, out_dir=tmp_path, reporter=stopper
+        )
+    assert stopper.steps[-1] == 2
+    assert (tmp_path / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "adapter_model.safetensors").exists()
+    again = RecordingReporter()
+    results = train_lora(
+        base_model=str(tiny_model_dir), data=data, spec=spec, out_dir=tmp_path, reporter=again
+    )
+    assert results["resumed_from"] == "checkpoint-2" and results["global_step"] == 4
+
+
 def test_answer_logits_loss_equals_the_models_own(
     tiny_model_dir: Path, tiny_tokenizer, tmp_path: Path, one_thread
 ) -> None:
