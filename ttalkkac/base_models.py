@@ -54,15 +54,18 @@ def check_base_model(value: str, settings: Settings) -> str:
     if value in allowed:
         return value
     models = settings.models_dir.resolve()
-    candidates = _as_paths(value, settings)
-    for entry in allowed:
-        entry_path = Path(entry).expanduser()
-        if entry_path.is_absolute() and entry_path.resolve() in candidates:
-            return entry
-    for path in candidates:
-        # resolve() followed links: a link inside the folder pointing out of it is refused.
-        if path != models and path.is_relative_to(models) and (path / "config.json").is_file():
-            return str(path)
+    try:
+        candidates = _as_paths(value, settings)
+        for entry in allowed:
+            entry_path = Path(entry).expanduser()
+            if entry_path.is_absolute() and entry_path.resolve() in candidates:
+                return entry
+        for path in candidates:
+            # resolve() followed links: a link inside the folder pointing out of it is refused.
+            if path != models and path.is_relative_to(models) and (path / "config.json").is_file():
+                return str(path)
+    except (OSError, ValueError):  # a name no filesystem takes (too long, NUL): not a folder
+        pass
     shown = [_shown(entry, models) for entry in allowed]
     raise InvalidInput(
         f"base_model {value!r} is not allowed: use one of {', '.join(map(repr, shown))} "

@@ -50,6 +50,8 @@ def test_managed_model_folders_pass_by_path_or_name(settings: Settings) -> None:
         "../datasets/ds_x/files",  # out of the models folder through ..
         "escape-link",
         ".",  # the models folder itself
+        "0" * 300,  # a name no filesystem takes (found by the fuzzer: it answered 500)
+        "a\x00b",
     ],
 )
 def test_everything_else_is_refused_naming_what_is_allowed(settings: Settings, value: str) -> None:
