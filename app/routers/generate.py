@@ -263,6 +263,7 @@ async def _plan_events(
 
 @router.post(
     "/stream",
+    status_code=200,  # for the schema: PlanEventStream's constructor has no status to read
     response_class=PlanEventStream,
     responses=_ERROR_RESPONSES | _STREAM_RESPONSES,
     summary="Generate a project plan, watching it arrive (Server-Sent Events)",
