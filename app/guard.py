@@ -16,6 +16,7 @@ middleware runs first on every request:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -58,22 +59,39 @@ def _needs_key(route: BaseRoute) -> bool:
     return False
 
 
-def public_paths(routes: Iterable[BaseRoute]) -> frozenset[str]:
+@dataclass(frozen=True)
+class PublicPaths:
+    """What needs no API key: routes by their exact path, static mounts below their path.
+
+    Two sets, not one with a trailing-slash convention: the console's page is the route "/",
+    which as a prefix would make every path public.
+    """
+
+    exact: frozenset[str]
+    prefixes: frozenset[str]  # each ends with "/": "/docs/" covers "/docs/swagger-ui.css"
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and (
+            path in self.exact or any(path.startswith(p) for p in self.prefixes)
+        )
+
+
+def public_paths(routes: Iterable[BaseRoute]) -> PublicPaths:
     """Paths of the routes that need no API key, as the routers declare them."""
-    paths = set()
+    exact, prefixes = set(), set()
     for route in routes:
         path = getattr(route, "path", None)
         if path is None or _needs_key(route):
             continue
         if "{" in path:  # the guard matches exact paths; a public route with parameters is new
             raise ValueError(f"public route {path!r} has path parameters: the guard needs a rule")
-        # A mount (the docs' static files) is public below its path: kept with a trailing "/".
-        paths.add(f"{path}/" if isinstance(route, Mount) else path)
-    return frozenset(paths)
-
-
-def is_public(path: str, public: frozenset[str]) -> bool:
-    return path in public or any(p.endswith("/") and path.startswith(p) for p in public)
+        if isinstance(route, Mount):  # static files (the docs', the console's)
+            if not path:
+                raise ValueError("a public mount at the root would make every path public")
+            prefixes.add(f"{path}/")
+        else:
+            exact.add(path)
+    return PublicPaths(frozenset(exact), frozenset(prefixes))
 
 
 def body_limit(settings: Settings, method: str, path: str) -> tuple[int, str]:
@@ -91,7 +109,7 @@ def too_large_message(size: int, limit: int, setting: str, *, at_least: bool = F
 class RequestGuard:
     """Pure ASGI middleware (no ``BaseHTTPMiddleware``: it must not touch the body itself)."""
 
-    def __init__(self, app: ASGIApp, *, settings: Settings, public: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings, public: PublicPaths) -> None:
         self.app = app
         self.settings = settings
         self.public = public
@@ -104,7 +122,7 @@ class RequestGuard:
         headers = scope["headers"]
         if (
             self.settings.api_keys
-            and not is_public(path, self.public)
+            and path not in self.public
             and not api_key_valid(self.settings, bearer_token(headers))
         ):
             # Unknown paths too: an unauthenticated client learns nothing about the routes.

@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
+from app.console import install_console
 from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.guard import RequestGuard, public_paths
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     install_docs(app)
+    install_console(app)
 
     from app.routers import include_routers
 

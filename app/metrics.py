@@ -24,7 +24,8 @@ GENERATED_TOKENS = Counter(
 # --- serving -----------------------------------------------------------------------------------
 GENERATE_REQUESTS = Counter(
     "ttalkkac_generate_requests_total", "Generate requests by outcome", ["engine", "outcome"]
-)  # outcome: ok | rejected (4xx) | unavailable (503) | invalid_output (502) | error
+)  # outcome: ok | rejected (4xx) | unavailable (503) | invalid_output (502) | error |
+#   cancelled (a /generate/stream client went away before the end)
 GENERATE_LATENCY = Histogram(
     "ttalkkac_generate_seconds",
     "Latency of successful generate requests",

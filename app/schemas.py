@@ -14,6 +14,7 @@ from pydantic_core import PydanticCustomError
 
 from ttalkkac.datasets import public_stats
 from ttalkkac.evaluation.examples import MAX_SAMPLES, EvalSplit, Selection
+from ttalkkac.inference.progress import ProgressKind
 from ttalkkac.meetings import Utterance
 from ttalkkac.plan import ProjectPlan
 from ttalkkac.text import invalid_unicode_at
@@ -369,6 +370,28 @@ class GenerateResponse(BaseModel):
     chunks: int = Field(description="Chunks the meeting was planned in (1: not split).")
     warnings: list[str] = Field(default_factory=list)
     request_id: str | None = None
+
+
+class GenerateProgress(BaseModel):
+    """One ``event: progress`` of ``POST /generate/stream`` (``ttalkkac.inference.progress``)."""
+
+    kind: ProgressKind = Field(
+        description="admitted: waiting for the engine; planned: the meeting is split into "
+        "`chunks`; tokens: a chunk's answer grew (`text` so far); retry: a chunk's answer did "
+        "not validate (`message`), a new one starts; chunk_done: a chunk's answer validated."
+    )
+    chunks: int = Field(description="Chunks of the meeting (0 until planned).")
+    chunk: int = Field(description="1-based chunk the event is about (0: the whole request).")
+    attempt: int = Field(description="1: the chunk's first answer; 2: its retry.")
+    tokens: int = Field(description="Completion tokens so far, every chunk and attempt.")
+    text: str = Field(description="The chunk's answer: partial JSON, whole at chunk_done.")
+    message: str = Field(description="retry: why the answer was refused.")
+
+
+class GenerateStreamResult(GenerateResponse):
+    """The ``event: plan`` that ends a successful stream: ``/generate``'s answer, and more."""
+
+    markdown: str = Field(description="The plan as `?format=markdown` renders it.")
 
 
 # --- health ----------------------------------------------------------------------------------

@@ -1,22 +1,50 @@
-"""``POST /generate``: a meeting in, a validated project plan out (JSON, Markdown or Notion)."""
+"""``POST /generate``: a meeting in, a validated project plan out (JSON, Markdown or Notion).
+
+``POST /generate/stream`` is the same request watched as it runs (Server-Sent Events): the
+same body, checks and generation (``PlanGenerator.stream`` is ``generate`` with its progress
+reported), ending in the same answer or the same error envelope.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import asdict
 from typing import Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+from starlette.types import Send
 
 from app.deps import AuthDep, DatabaseDep, SettingsDep
-from app.metrics import GENERATE_LATENCY, GENERATE_REQUESTS, GENERATE_RETRIES, GENERATED_TOKENS
-from app.schemas import GenerateRequest, GenerateResponse, Timings, Usage
+from app.errors import error_body, status_for
+from app.metrics import (
+    GENERATE_LATENCY,
+    GENERATE_REQUESTS,
+    GENERATE_RETRIES,
+    GENERATED_TOKENS,
+    UNHANDLED_ERRORS,
+)
+from app.schemas import (
+    GenerateProgress,
+    GenerateRequest,
+    GenerateResponse,
+    GenerateStreamResult,
+    Timings,
+    Usage,
+)
 from app.serving import GeneratorDep
 from ttalkkac import errors
 from ttalkkac.adapters import resolve_adapter
+from ttalkkac.inference.progress import PlanProgress
+from ttalkkac.inference.service import PlanResult
 from ttalkkac.render import to_markdown, to_notion_page
 from ttalkkac.settings import Settings
 from ttalkkac.store.db import Database
@@ -55,7 +83,7 @@ def _resolve(db: Database, settings: Settings, name: str | None, served: str) ->
         return resolve_adapter(session, settings, name=name, served_base_model=served)
 
 
-def _outcome(exc: Exception) -> str:
+def _outcome(exc: BaseException) -> str:
     if isinstance(exc, errors.EngineUnavailable):
         return "unavailable"
     if isinstance(exc, errors.GenerationInvalid):
@@ -63,6 +91,29 @@ def _outcome(exc: Exception) -> str:
     if isinstance(exc, errors.TtalkkacError):
         return "rejected"
     return "error"
+
+
+def _count_success(result: PlanResult, started: float) -> None:
+    GENERATE_REQUESTS.labels(result.engine, "ok").inc()
+    GENERATE_LATENCY.labels(result.engine).observe(time.perf_counter() - started)
+    GENERATED_TOKENS.labels("prompt").inc(result.usage["prompt_tokens"])
+    GENERATED_TOKENS.labels("completion").inc(result.usage["completion_tokens"])
+    if result.retries:
+        GENERATE_RETRIES.inc(result.retries)
+
+
+def _response(result: PlanResult, request_id: str | None) -> GenerateResponse:
+    return GenerateResponse(
+        plan=result.plan,
+        adapter=result.adapter,
+        base_model=result.base_model,
+        engine=result.engine,  # type: ignore[arg-type]
+        usage=Usage(**result.usage),
+        timings=Timings(**result.timings),
+        chunks=result.chunks,
+        warnings=result.warnings,
+        request_id=request_id,
+    )
 
 
 @router.post(
@@ -99,12 +150,7 @@ async def generate(
     except Exception as exc:
         GENERATE_REQUESTS.labels(engine.name, _outcome(exc)).inc()
         raise
-    GENERATE_REQUESTS.labels(result.engine, "ok").inc()
-    GENERATE_LATENCY.labels(result.engine).observe(time.perf_counter() - started)
-    GENERATED_TOKENS.labels("prompt").inc(result.usage["prompt_tokens"])
-    GENERATED_TOKENS.labels("completion").inc(result.usage["completion_tokens"])
-    if result.retries:
-        GENERATE_RETRIES.inc(result.retries)
+    _count_success(result, started)
     headers = {
         "X-Adapter": quote(result.adapter or "base"),
         "X-Chunks": str(result.chunks),
@@ -116,14 +162,137 @@ async def generate(
         )
     if format == "notion":
         return JSONResponse(to_notion_page(result.plan), headers=headers)
-    return GenerateResponse(
-        plan=result.plan,
-        adapter=result.adapter,
-        base_model=result.base_model,
-        engine=result.engine,  # type: ignore[arg-type]
-        usage=Usage(**result.usage),
-        timings=Timings(**result.timings),
-        chunks=result.chunks,
-        warnings=result.warnings,
-        request_id=request_id,
+    return _response(result, request_id)
+
+
+# --- the stream ------------------------------------------------------------------------------
+
+_STREAM_EXAMPLE = (
+    'event: progress\ndata: {"kind":"admitted","chunks":0,"chunk":0,"attempt":0,"tokens":0,'
+    '"text":"","message":""}\n\n'
+    'event: progress\ndata: {"kind":"planned","chunks":1,"chunk":0,"attempt":0,"tokens":0,'
+    '"text":"","message":""}\n\n'
+    'event: progress\ndata: {"kind":"tokens","chunks":1,"chunk":1,"attempt":1,"tokens":38,'
+    '"text":"{\\"project_name\\":\\"회의록 자동 요약 및 노션","message":""}\n\n'
+    'event: plan\ndata: {"plan":{"project_name":"회의록 자동 요약 및 노션 연동 서비스",...},'
+    '"adapter":null,...,"markdown":"# 회의록 자동 요약 및 노션 연동 서비스\\n..."}\n\n'
+)
+
+_STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events. `event: progress` (data: GenerateProgress) while "
+        "the plan is generated, then exactly one of `event: plan` (data: GenerateStreamResult, "
+        "the answer of `/generate` plus its Markdown) or `event: error` (data: the error "
+        "envelope plus `status`, the HTTP status `/generate` would have answered). Problems "
+        "found before the first event (bad body, unknown adapter, engine not ready, too many "
+        "requests) are answered with their HTTP status, as `/generate` answers them.",
+        "content": {"text/event-stream": {"example": _STREAM_EXAMPLE}},
+    }
+}
+
+
+class PlanEventStream(StreamingResponse):
+    """An event stream that closes its events when the response ends, however it ends.
+
+    Not FastAPI's ``EventSourceResponse``: as a route's response class that one makes FastAPI
+    treat the route as a generator, and this route must answer some requests with a status
+    code before its stream starts.
+
+    A client that goes away cancels the response, possibly while it is sending rather than
+    inside the event iterator; closing the iterator here stops the generation (and the
+    engine's work) at once instead of whenever the garbage collector gets to it.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncIterator[bytes]) -> None:
+        super().__init__(events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._events = events
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            await self._events.aclose()  # type: ignore[attr-defined]
+
+
+def _sse(event: str, data: BaseModel | dict[str, Any]) -> bytes:
+    # JSON escapes CR and LF inside strings, so one event is one `data:` line.
+    if isinstance(data, BaseModel):
+        payload = data.model_dump_json()
+    else:
+        payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {event}\ndata: {payload}\n\n".encode()
+
+
+def _error_event(
+    status: int, code: str, message: str, detail: Any, request_id: str | None
+) -> bytes:
+    return _sse("error", {"status": status, **error_body(code, message, detail, request_id)})
+
+
+async def _plan_events(
+    events: AsyncIterator[PlanProgress | PlanResult],
+    *,
+    engine: str,
+    request_id: str | None,
+    started: float,
+) -> AsyncIterator[bytes]:
+    async with aclosing(events):  # type: ignore[type-var]
+        try:
+            async for event in events:
+                if isinstance(event, PlanResult):
+                    _count_success(event, started)
+                    response = _response(event, request_id)
+                    final = GenerateStreamResult(**dict(response), markdown=to_markdown(event.plan))
+                    yield _sse("plan", final)
+                else:
+                    yield _sse("progress", GenerateProgress(**asdict(event)))
+        except errors.TtalkkacError as exc:
+            GENERATE_REQUESTS.labels(engine, _outcome(exc)).inc()
+            yield _error_event(status_for(exc), exc.code, exc.message, exc.detail, request_id)
+        except (asyncio.CancelledError, GeneratorExit):
+            GENERATE_REQUESTS.labels(engine, "cancelled").inc()  # the client went away
+            raise
+        except Exception:
+            logger.exception("unhandled error in a plan stream [request_id=%s]", request_id)
+            UNHANDLED_ERRORS.inc()
+            GENERATE_REQUESTS.labels(engine, "error").inc()
+            yield _error_event(500, "internal_error", "internal server error", None, request_id)
+
+
+@router.post(
+    "/stream",
+    status_code=200,  # for the schema: PlanEventStream's constructor has no status to read
+    response_class=PlanEventStream,
+    responses=_ERROR_RESPONSES | _STREAM_RESPONSES,
+    summary="Generate a project plan, watching it arrive (Server-Sent Events)",
+)
+async def generate_stream(
+    body: GenerateRequest,
+    request: Request,
+    settings: SettingsDep,
+    db: DatabaseDep,
+    generator: GeneratorDep,
+) -> PlanEventStream:
+    engine = generator.engine
+    request_id = getattr(request.state, "request_id", None)
+    started = time.perf_counter()
+    try:
+        adapter = await run_in_threadpool(_resolve, db, settings, body.adapter, engine.base_model)
+        # Refused now, with a status code, rather than as the stream's only event.
+        generator.check_admission(body.meeting)
+    except Exception as exc:
+        GENERATE_REQUESTS.labels(engine.name, _outcome(exc)).inc()
+        raise
+    events = generator.stream(
+        body.meeting,
+        adapter=adapter,
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        seed=body.seed,
+        request_id=request_id or "",
+    )
+    return PlanEventStream(
+        _plan_events(events, engine=engine.name, request_id=request_id, started=started)
     )

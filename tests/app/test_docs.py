@@ -1,4 +1,7 @@
-"""GET /docs and /redoc: served from the package, public, and nothing loaded from outside."""
+"""GET /docs and /redoc: served from the package, public, and nothing loaded from outside.
+
+The browser fixtures (``browser``, ``offline_page``) are in ``tests/app/conftest.py``.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.utils.browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    is_local,
-    live_server,
-    needs_chromium,
-    screenshot_on_failure,
-)
+from tests.utils.browser import is_local, live_server, needs_chromium, screenshot_on_failure
 
 ASSET = re.compile(r'(?:src|href)="([^"]+)"')
 TIMEOUT_MS = 60_000  # two shared cores: Swagger UI takes a few seconds to render 17 operations
@@ -68,37 +64,6 @@ def operations(base_url: str) -> dict[tuple[str, str], str]:
         for path, item in paths.items()
         for method, op in item.items()
     }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def offline_page(browser) -> Iterator[tuple]:
-    """A page that records every request and lets only loopback ones through."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    requested: list[str] = []
-    blocked: list[str] = []
-
-    def route(route) -> None:
-        if is_local(route.request.url):
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", route)
-    page = context.new_page()
-    page.on("request", lambda request: requested.append(request.url))
-    yield page, requested, blocked
-    context.close()
 
 
 @needs_chromium

@@ -102,29 +102,36 @@ def assert_envelope(response: httpx.Response, status: int, code: str) -> dict:
 # --- which routes are public ------------------------------------------------------------------
 
 
-def test_public_routes_are_the_probes_and_the_docs(keyed: Settings) -> None:
+def test_public_routes_are_the_probes_the_docs_and_the_console(keyed: Settings) -> None:
     app = create_app(keyed)
-    assert public_paths(app.routes) == {
+    public = public_paths(app.routes)
+    assert public.exact == {
+        "/",  # the console's page: no data in it, every call it makes needs the key
         "/health",
         "/ready",
         "/metrics",
         "/docs",
         "/redoc",
-        # The docs' own files (static mounts), public below these paths.
-        "/docs/",
-        "/docs/fastapi/",
-        "/redoc/",
         "/openapi.json",
     }
+    # Static files (the docs', the console's), public below these paths.
+    assert public.prefixes == {"/docs/", "/docs/fastapi/", "/redoc/", "/console/"}
+    # "/" is exact: it must not make every path public.
+    assert "/adapters" not in public and "/console/console.js" in public
     with TestClient(app) as client:
-        for path in ("/health", "/metrics", "/openapi.json", "/docs", "/redoc"):
+        for path in ("/", "/health", "/metrics", "/openapi.json", "/docs", "/redoc"):
             assert client.get(path).status_code == 200, path
         # The pages' scripts load without a key too (a browser sends none).
         page = client.get("/docs").text + client.get("/redoc").text
         scripts = re.findall(r'(?:src|href)="(/(?:docs|redoc)/[^"]+)"', page)
         assert scripts and all(client.get(src).status_code == 200 for src in scripts)
         assert client.get("/ready").status_code == 503  # no engine here, but answered
-        for method, path in (("get", "/adapters"), ("get", "/nowhere"), ("post", "/generate")):
+        for method, path in (
+            ("get", "/adapters"),
+            ("get", "/nowhere"),
+            ("post", "/generate"),
+            ("post", "/generate/stream"),
+        ):
             response = getattr(client, method)(path)
             assert response.status_code == 401, path
             assert response.headers["WWW-Authenticate"] == "Bearer"

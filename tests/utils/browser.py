@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 
 if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
     from playwright.sync_api import Page
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -71,6 +72,34 @@ def live_server(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        sock.close()
+
+
+@contextmanager
+def serve_client_app(client: TestClient) -> Iterator[str]:
+    """Serve the app of a started ``TestClient`` over loopback too, on the client's event loop.
+
+    For the app the vLLM tests share: its engine (vLLM's ``AsyncLLM``) belongs to the loop its
+    lifespan ran on, the client's portal, so a server on another loop could not use it, and a
+    second app would start a second engine. Lifespan off: the client ran it.
+    """
+    assert client.portal is not None, "the TestClient must be started (used as a context manager)"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(client.app, lifespan="off", log_level="warning"))
+    serving = client.portal.start_task_soon(server.serve, [sock])
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if serving.done() or time.monotonic() > deadline:
+            serving.result(timeout=0)  # its error, if it has one
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        serving.result(timeout=30)
         sock.close()
 
 

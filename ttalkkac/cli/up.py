@@ -342,7 +342,7 @@ def up(
             outcome, exit_code = "failed", 1
         if outcome == "until":
             typer.echo(
-                f"\nTtalkkac is ready.\n  API docs: {base_url}/docs\n  API:      {base_url}\n"
+                f"\nTtalkkac is ready.\n  Console:  {base_url}/\n  API docs: {base_url}/docs\n"
                 f"  Press Ctrl-C to stop every process.\n"
             )
             outcome = supervisor.wait()

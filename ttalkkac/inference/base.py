@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ttalkkac.adapters import AdapterRef
+from ttalkkac.inference.progress import TextCallback
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class EngineRequest:
     prompt_text: str | None = None
     repetition_penalty: float = 1.0
     json_schema: dict[str, Any] | None = None  # None: the plan schema (engine_json_schema)
+    # Called with the answer so far as the engine decodes it (a streaming client watches it).
+    # Optional for engines: one that generates a batch in one call (transformers) never calls
+    # it, and the caller learns the answer from the result as usual.
+    on_text: TextCallback | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -63,7 +68,11 @@ class Engine(Protocol):
         """Release the model; requests still running fail with ``EngineUnavailable``."""
 
     async def generate(self, request: EngineRequest) -> EngineResult:
-        """One completion under the plan schema; batched with concurrent calls."""
+        """One completion under the plan schema; batched with concurrent calls.
+
+        Cancelling the call stops the request's work in the engine where the engine can (vLLM
+        aborts it; transformers drops it if its batch has not started).
+        """
 
     @property
     def ready(self) -> bool:

@@ -64,6 +64,7 @@ class EngineHost:
         self._build_lora_engine = build_lora_engine
         self._lora_engine: Engine | None = None
         self._lora_engine_lock = asyncio.Lock()
+        self._lora_start: asyncio.Task[Engine] | None = None
         self.lora_engine_error: str | None = None
         self._lora_stop_task: asyncio.Task[None] | None = None
         self.warmup_enabled = warmup
@@ -164,6 +165,8 @@ class EngineHost:
 
     async def stop(self) -> None:
         self.state = "stopped"
+        if self._lora_start is not None and not self._lora_start.done():
+            await asyncio.wait([self._lora_start])  # then stop what it started, not before
         lora_engine, self._lora_engine = self._lora_engine, None
         if lora_engine is not None:
             await lora_engine.stop()
@@ -237,26 +240,38 @@ class EngineHost:
         async with self._lora_engine_lock:
             if self._lora_engine is not None and self._lora_engine.ready:
                 return self._lora_engine
-            if self.state == "stopped":
-                raise EngineUnavailable("the service is stopping")
-            logger.info("starting the LoRA engine (base weights) for adapters not merged")
-            engine = self._lora_engine = self._build_lora_engine()
-            try:
-                await engine.start()
-                if self.warmup_enabled:
-                    await self.warmup(engine)
-            except Exception as exc:
-                self._lora_engine = None
-                self.lora_engine_error = f"{type(exc).__name__}: {exc}"
-                logger.exception("the LoRA engine failed to start")
-                await engine.stop()
-                raise EngineUnavailable(
-                    f"the LoRA engine (for adapters other than the merged one) failed to "
-                    f"start: {self.lora_engine_error}",
-                    retry_after_s=30,
-                ) from exc
-            self.lora_engine_error = None
-            return engine
+            if self._lora_start is None or self._lora_start.done():
+                if self.state == "stopped":
+                    raise EngineUnavailable("the service is stopping")
+                self._lora_start = asyncio.create_task(self._start_lora_engine())
+                # Its failure is read by its waiters; with none left it is not "never retrieved".
+                self._lora_start.add_done_callback(lambda t: t.cancelled() or t.exception())
+            start = self._lora_start
+        # Shielded: a request that goes away (a closed stream, a cancelled evaluation) must not
+        # cancel a start that other requests wait for, nor leave a half-built engine (vLLM's
+        # engine process) running with no owner.
+        return await asyncio.shield(start)
+
+    async def _start_lora_engine(self) -> Engine:
+        assert self._build_lora_engine is not None
+        logger.info("starting the LoRA engine (base weights) for adapters not merged")
+        engine = self._lora_engine = self._build_lora_engine()
+        try:
+            await engine.start()
+            if self.warmup_enabled:
+                await self.warmup(engine)
+        except Exception as exc:
+            self._lora_engine = None
+            self.lora_engine_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("the LoRA engine failed to start")
+            await engine.stop()
+            raise EngineUnavailable(
+                f"the LoRA engine (for adapters other than the merged one) failed to "
+                f"start: {self.lora_engine_error}",
+                retry_after_s=30,
+            ) from exc
+        self.lora_engine_error = None
+        return engine
 
     # --- restarts --------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from ttalkkac.adapters import AdapterRef
 from ttalkkac.errors import GenerationInvalid
 from ttalkkac.inference.base import Engine, EngineRequest, EngineResult
+from ttalkkac.inference.progress import ChunkReporter
 from ttalkkac.inference.schema import compact_json_schema
 from ttalkkac.plan import ProjectPlan
 from ttalkkac.prompts import render_prompt
@@ -76,10 +77,12 @@ async def generate_chunk(
     repetition_penalty: float,
     request_id: str,
     label: str,
+    progress: ChunkReporter | None = None,
 ) -> ChunkOutcome:
     """The plan of one chunk of meeting ``text`` on ``engine``, or ``GenerationInvalid``.
 
     ``label`` names the chunk in warnings and errors ("chunk 2/3"; empty for a whole meeting).
+    ``progress`` hears the answer grow, a refused answer that is retried, and the valid one.
     """
     prompt = render_prompt(engine.tokenizer, text)
     ids = engine.tokenizer.encode(prompt, add_special_tokens=False)
@@ -99,6 +102,7 @@ async def generate_chunk(
                 request_id=f"{request_id}-a{attempt}",
                 repetition_penalty=repetition_penalty,
                 json_schema=schema,
+                on_text=progress.on_text(attempt) if progress else None,
             )
         )
         outcome.prompt_tokens += result.prompt_tokens
@@ -121,8 +125,12 @@ async def generate_chunk(
                 # Cut off (a model looping inside a string, or a small budget): retry
                 # with the plan schema shrunk until no answer can be cut off.
                 schema = compact_json_schema(max_tokens)
+            if progress is not None and attempt < len(attempts):
+                progress.retry(attempt, result.completion_tokens, failures[-1]["error"])
             continue
         outcome.retries = len(failures)
+        if progress is not None:
+            progress.done(attempt, result.completion_tokens, result.text)
         if failures:
             outcome.validity = PlanValidity.compact if schema is not None else PlanValidity.retried
             where = f"{label}: " if label else ""

@@ -10,6 +10,10 @@ Admission is bounded: past ``max_waiting_requests`` requests inside the generato
 ``EngineUnavailable`` with a ``retry_after_s`` estimate (503 + Retry-After) instead of queueing
 without bound.
 
+``stream`` is the same request as an async iterator: its progress (``ttalkkac.inference.progress``),
+then its result; closing the iterator early (a client that went away) cancels the request, and
+with it the engine's work.
+
 Engines are not this module's: ``ttalkkac.inference.engines.EngineHost`` starts, swaps and
 restarts them and routes adapters; each request leases the engine that serves its adapter for
 as long as it runs, so a swap never stops an engine under a request.
@@ -22,6 +26,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +36,12 @@ from ttalkkac.adapters import AdapterRef
 from ttalkkac.errors import EngineUnavailable, InvalidInput, PayloadTooLarge
 from ttalkkac.inference.base import Engine
 from ttalkkac.inference.engines import EngineHost
+from ttalkkac.inference.progress import (
+    MIN_INTERVAL_S,
+    PlanProgress,
+    ProgressCallback,
+    ProgressTracker,
+)
 from ttalkkac.inference.retry import PlanValidity, generate_chunk
 from ttalkkac.meetings import CHUNK_CHARS, CHUNK_OVERLAP, Utterance, chunk_text, meeting_text
 from ttalkkac.plan import ProjectPlan, merge_plans
@@ -130,6 +141,22 @@ class PlanGenerator:
             )
         return text
 
+    def check_admission(self, meeting: str | list[Utterance] | list[dict[str, Any]]) -> str:
+        """What ``generate`` would refuse before it starts, raised now; the meeting's text.
+
+        A stream answers these with an HTTP status before its first event; ``generate`` checks
+        again when it is admitted (another request may have taken the last place meanwhile).
+        """
+        text = self.check_meeting(meeting)
+        self.engines.require_ready()
+        if self._waiting >= self.max_waiting_requests:
+            raise EngineUnavailable(
+                f"{self._waiting} requests are already waiting (limit "
+                f"{self.max_waiting_requests}); retry later",
+                retry_after_s=self._retry_after(),
+            )
+        return text
+
     async def generate(
         self,
         meeting: str | list[Utterance] | list[dict[str, Any]],
@@ -139,23 +166,26 @@ class PlanGenerator:
         temperature: float | None = None,
         seed: int | None = None,
         request_id: str = "",
+        progress: ProgressCallback | None = None,
+        progress_interval_s: float = MIN_INTERVAL_S,
     ) -> PlanResult:
-        text = self.check_meeting(meeting)
+        """The validated plan of ``meeting``; ``progress`` hears how it goes (see ``stream``)."""
+        text = self.check_admission(meeting)
         max_tokens = max_tokens or self.default_max_tokens
         temperature = self.default_temperature if temperature is None else temperature
         seed = random.randrange(2**31) if seed is None else seed
-        self.engines.require_ready()
-        if self._waiting >= self.max_waiting_requests:
-            raise EngineUnavailable(
-                f"{self._waiting} requests are already waiting (limit "
-                f"{self.max_waiting_requests}); retry later",
-                retry_after_s=self._retry_after(),
-            )
+        tracker = (
+            ProgressTracker(progress, min_interval_s=progress_interval_s) if progress else None
+        )
         self._waiting += 1
         started = time.perf_counter()
         try:
+            if tracker is not None:
+                tracker.admitted()
             async with self.engines.lease(adapter) as (engine, served):
                 chunks = await self._split(engine, text, max_tokens)
+                if tracker is not None:
+                    tracker.planned(len(chunks))
                 outcomes = await asyncio.gather(
                     *(
                         generate_chunk(
@@ -168,6 +198,7 @@ class PlanGenerator:
                             repetition_penalty=self.repetition_penalty,
                             request_id=f"{request_id or 'gen'}-{i}",
                             label=f"chunk {i + 1}/{len(chunks)}" if len(chunks) > 1 else "",
+                            progress=tracker.chunk(i + 1) if tracker else None,
                         )
                         for i, chunk in enumerate(chunks)
                     )
@@ -202,6 +233,38 @@ class PlanGenerator:
             retries=sum(o.retries for o in outcomes),
             validity=PlanValidity.worst(o.validity for o in outcomes),
         )
+
+    async def stream(
+        self, meeting: str | list[Utterance] | list[dict[str, Any]], **options: Any
+    ) -> AsyncIterator[PlanProgress | PlanResult]:
+        """``generate(meeting, **options)`` as it runs: ``PlanProgress`` values, then the
+        ``PlanResult`` (or the error ``generate`` raises).
+
+        The generation runs in its own task; closing the iterator before the end (a client
+        that went away) cancels that task, which cancels the engine's requests (vLLM aborts
+        them) and returns its place in the waiting count.
+        """
+        events: asyncio.Queue[PlanProgress | None] = asyncio.Queue()
+
+        async def run() -> PlanResult:
+            try:
+                return await self.generate(meeting, progress=events.put_nowait, **options)
+            finally:
+                events.put_nowait(None)  # the end, result or error
+
+        task = asyncio.create_task(run())
+        # A closed stream's result or error is nobody's: read it, so it is not logged as lost.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            while (event := await events.get()) is not None:
+                yield event
+            yield await task
+        finally:
+            if not task.done():
+                task.cancel()  # before any await: a cancelled caller may not get further
+                # wait(), not await: it neither raises the task's error nor swallows the
+                # caller's own cancellation.
+                await asyncio.wait([task])
 
     def _retry_after(self) -> int:
         return max(1, math.ceil(self._latency_s))

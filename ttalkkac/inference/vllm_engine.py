@@ -213,7 +213,11 @@ class VllmEngine:
             temperature=request.temperature,
             repetition_penalty=request.repetition_penalty,
             seed=None if self._on_cpu else request.seed,
-            output_kind=RequestOutputKind.FINAL_ONLY,
+            # CUMULATIVE: every step's output holds the whole answer so far (what on_text
+            # reports); a consumer slower than the engine gets only the latest one.
+            output_kind=RequestOutputKind.CUMULATIVE
+            if request.on_text
+            else RequestOutputKind.FINAL_ONLY,
             structured_outputs=StructuredOutputsParams(json=request.json_schema or self._schema),
         )
         prompt = tokens_input(request.prompt_ids, prompt=request.prompt_text)
@@ -222,8 +226,13 @@ class VllmEngine:
         final = None
         self._inflight += 1
         try:
+            # Cancelling this coroutine (a streaming client went away) cancels the iteration,
+            # and AsyncLLM.generate aborts the request in the engine on CancelledError.
             async for output in llm.generate(prompt, params, request_id, lora_request=lora):
                 final = output
+                if request.on_text is not None and output.outputs and not output.finished:
+                    partial = output.outputs[0]
+                    request.on_text(partial.text, len(partial.token_ids))
         except EngineDeadError as exc:
             raise EngineUnavailable(
                 "the vLLM engine process died during this request; it is being restarted",

@@ -18,7 +18,7 @@ from ttalkkac.inference.base import EngineRequest, EngineResult
 from ttalkkac.inference.engines import EngineHost
 from ttalkkac.inference.hf_engine import TransformersEngine
 from ttalkkac.inference.retry import PlanValidity
-from ttalkkac.inference.service import PlanGenerator
+from ttalkkac.inference.service import PlanGenerator, PlanResult
 from ttalkkac.plan import ProjectPlan
 
 MEETING = (
@@ -158,6 +158,38 @@ def test_meeting_checks(engine) -> None:
         asyncio.run(gen.generate([{"speaker": "A"}]))
     with pytest.raises(PayloadTooLarge, match="1,000"):
         asyncio.run(gen.generate("가" * 1001))
+
+
+def test_stream_reports_progress_on_an_engine_that_cannot_stream(engine) -> None:
+    """Transformers generates a batch in one call: no token updates, the rest as on vLLM
+    (tests/app/test_stream.py)."""
+    gen = generator(FirstAnswerCut(engine))
+
+    async def collect():
+        return [item async for item in gen.stream(MEETING, temperature=0, seed=5)]
+
+    *progress, result = asyncio.run(collect())
+    assert isinstance(result, PlanResult)
+    assert [p.kind for p in progress] == ["admitted", "planned", "retry", "chunk_done"]
+    retry, done = progress[2], progress[3]
+    assert (retry.attempt, done.attempt) == (1, 2) and "cut off at max_tokens" in retry.message
+    assert ProjectPlan.model_validate_json(done.text) == result.plan
+    assert done.tokens == result.usage["completion_tokens"]
+
+
+def test_closing_a_stream_early_cancels_the_generation(engine) -> None:
+    gen = generator(engine)
+
+    async def first_event_then_close():
+        events = gen.stream(MEETING)
+        first = await anext(events)
+        waiting = gen.waiting()
+        await events.aclose()
+        return first, waiting
+
+    first, waiting = asyncio.run(first_event_then_close())
+    assert first.kind == "admitted" and waiting == 1
+    assert gen.waiting() == 0
 
 
 def test_validity_of_a_merged_plan_is_its_worst_chunk() -> None:
