@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -217,6 +217,49 @@ class Settings(BaseSettings):
     )
     eval_poll_s: float = Field(
         default=2.0, gt=0, le=300, description="How often the runner looks for queued evaluations."
+    )
+
+    # --- plan history and Notion ---------------------------------------------------------
+    plan_history: bool = Field(
+        default=True,
+        description="Keep every plan /generate returns (GET /plans): the plan, adapter, base "
+        "model, timings, warnings and a SHA-256 of the meeting, never the meeting itself. "
+        "false: nothing is kept and plan_id is null.",
+    )
+    plan_retention_days: float = Field(
+        default=90,
+        gt=0,
+        description="Plans older than this are deleted (checked on every new plan and at start).",
+    )
+    plan_max_records: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most plans kept; the oldest beyond it are deleted as new ones come.",
+    )
+    notion_token: SecretStr | None = Field(
+        default=None,
+        description="Notion internal integration token (POST /plans/{id}/notion). Unset: that "
+        "call answers 409. Share the parent page or database with the integration.",
+    )
+    notion_base_url: str = Field(
+        default="https://api.notion.com",
+        description="Root of Notion's API (tests point it at a local fake).",
+    )
+    notion_max_retries: int = Field(
+        default=4,
+        ge=0,
+        le=10,
+        description="Retries of one Notion request answered 429 or 5xx (or not answered).",
+    )
+    notion_max_retry_after_s: float = Field(
+        default=30,
+        ge=0,
+        le=600,
+        description="Longest Retry-After of Notion's that a request waits out; a longer one is "
+        "passed on to the caller as a 503 with Retry-After.",
+    )
+    notion_timeout_s: float = Field(
+        default=30, gt=0, le=600, description="Timeout of one request to Notion (seconds)."
     )
 
     # --- HTTP ----------------------------------------------------------------------------
