@@ -33,6 +33,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings.ensure_dirs()
     app.state.db = Database(settings.resolved_database_url)
     app.state.db.create_all()
+    _prune_plan_history(app)
     if not settings.api_keys:
         logger.warning("API_KEYS is empty: the API is open to anyone who can reach it")
     from app.serving import start_serving, stop_serving  # serving: engine loads in background
@@ -46,6 +47,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await runner.stop()
         await stop_serving(app)
         app.state.db.dispose()
+
+
+def _prune_plan_history(app: FastAPI) -> None:
+    """Retention applies to a service that was stopped, or whose settings were lowered, too."""
+    from ttalkkac.plan_history import prune
+
+    with app.state.db.session() as session:
+        prune(session, app.state.settings)
 
 
 def _start_evaluation_runner(app: FastAPI) -> Any:

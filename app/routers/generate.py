@@ -17,6 +17,9 @@ from app.schemas import GenerateRequest, GenerateResponse, Timings, Usage
 from app.serving import GeneratorDep
 from ttalkkac import errors
 from ttalkkac.adapters import resolve_adapter
+from ttalkkac.inference.service import PlanResult
+from ttalkkac.meetings import Utterance, meeting_text
+from ttalkkac.plan_history import keep_plan
 from ttalkkac.render import to_markdown, to_notion_page
 from ttalkkac.settings import Settings
 from ttalkkac.store.db import Database
@@ -53,6 +56,32 @@ _RENDERED_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _resolve(db: Database, settings: Settings, name: str | None, served: str) -> Any:
     with db.session() as session:
         return resolve_adapter(session, settings, name=name, served_base_model=served)
+
+
+def _keep(
+    db: Database,
+    settings: Settings,
+    result: PlanResult,
+    meeting: str | list[Utterance],
+    request_id: str | None,
+) -> str | None:
+    """The plan's history id; None (and a warning on the answer) when it could not be kept.
+
+    The plan was generated and validated: a store failure here costs the history entry, not
+    the answer the client waited for.
+    """
+    if not settings.plan_history:
+        return None
+    try:
+        with db.session() as session:
+            row = keep_plan(
+                session, settings, result, meeting=meeting_text(meeting), request_id=request_id
+            )
+            return row.id
+    except Exception:
+        logger.exception("[request %s] the plan could not be kept in the history", request_id)
+        result.warnings.append("the plan was not kept in the history (store error)")
+        return None
 
 
 def _outcome(exc: Exception) -> str:
@@ -105,11 +134,14 @@ async def generate(
     GENERATED_TOKENS.labels("completion").inc(result.usage["completion_tokens"])
     if result.retries:
         GENERATE_RETRIES.inc(result.retries)
+    plan_id = await run_in_threadpool(_keep, db, settings, result, body.meeting, request_id)
     headers = {
         "X-Adapter": quote(result.adapter or "base"),
         "X-Chunks": str(result.chunks),
         "X-Completion-Tokens": str(result.usage["completion_tokens"]),
     }
+    if plan_id:
+        headers["X-Plan-Id"] = plan_id
     if format == "markdown":
         return Response(
             to_markdown(result.plan), media_type="text/markdown; charset=utf-8", headers=headers
@@ -126,4 +158,5 @@ async def generate(
         chunks=result.chunks,
         warnings=result.warnings,
         request_id=request_id,
+        plan_id=plan_id,
     )
