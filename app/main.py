@@ -34,6 +34,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.db = Database(settings.resolved_database_url)
     app.state.db.create_all()
     _prune_plan_history(app)
+    from ttalkkac.webhooks import WebhookSender, drain
+
+    # A queued job cancelled here ends in this process: its webhooks are sent from here.
+    webhooks = WebhookSender(app.state.db, settings).install()
     if not settings.api_keys:
         logger.warning("API_KEYS is empty: the API is open to anyone who can reach it")
     from app.serving import start_serving, stop_serving  # serving: engine loads in background
@@ -46,6 +50,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if runner is not None:
             await runner.stop()
         await stop_serving(app)
+        webhooks.uninstall()
+        drain(timeout_s=15)
         app.state.db.dispose()
 
 

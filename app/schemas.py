@@ -19,6 +19,7 @@ from ttalkkac.notion import NotionParent, parse_notion_id
 from ttalkkac.plan import ProjectPlan
 from ttalkkac.text import invalid_unicode_at
 from ttalkkac.training.spec import TrainSpec
+from ttalkkac.urls import MAX_URL_CHARS, check_url
 
 
 class RequestModel(BaseModel):
@@ -108,6 +109,19 @@ class JobCreate(RequestModel):
         pattern=r"^[A-Za-z0-9._-]{1,40}$",
         description="Part of the registered adapter's name.",
     )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=MAX_URL_CHARS,
+        description="http(s) URL told (a signed POST, see the README) when the job succeeds, "
+        "fails or is cancelled. Needs WEBHOOK_SECRET on the service. Not shown by GET /train: "
+        "it may carry a token.",
+        examples=["https://ci.example.com/hooks/ttalkkac"],
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
 
 
 class JobProgress(BaseModel):

@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ttalkkac.urls import check_url
+
 
 class Queue(StrEnum):
     """Celery queues. One for now: training jobs run one at a time per GPU worker."""
@@ -262,6 +264,31 @@ class Settings(BaseSettings):
         default=30, gt=0, le=600, description="Timeout of one request to Notion (seconds)."
     )
 
+    # --- webhooks -----------------------------------------------------------------------
+    webhook_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated http(s) URLs told when any training job succeeds, fails or "
+        "is cancelled (besides a job's own webhook_url). Needs WEBHOOK_SECRET.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Key of the HMAC-SHA256 signature of every webhook (header "
+        "Ttalkkac-Signature: t=<unix time>,v1=<hex of HMAC(secret, '<t>.<body>')>). Unset: "
+        "no webhooks are sent, and POST /train with a webhook_url is refused (409).",
+    )
+    webhook_max_attempts: int = Field(
+        default=5, ge=1, le=20, description="Deliveries tried per webhook before giving up."
+    )
+    webhook_backoff_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="Wait before the second attempt; doubled before each next one.",
+    )
+    webhook_timeout_s: float = Field(
+        default=10, gt=0, le=120, description="Timeout of one webhook request (seconds)."
+    )
+
     # --- HTTP ----------------------------------------------------------------------------
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -275,12 +302,23 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
 
-    @field_validator("api_keys", "allowed_base_models", mode="before")
+    @field_validator("api_keys", "allowed_base_models", "webhook_urls", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        return [check_url(url) for url in urls]
+
+    @model_validator(mode="after")
+    def _webhooks_need_a_secret(self) -> Settings:
+        if self.webhook_urls and self.webhook_secret is None:
+            raise ValueError("WEBHOOK_URLS needs WEBHOOK_SECRET: every webhook is signed")
+        return self
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

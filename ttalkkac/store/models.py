@@ -139,6 +139,19 @@ class JobEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class JobWebhook(Base):
+    """The ``webhook_url`` a job was submitted with (a table of its own: a new table is all
+    ``create_all`` can add to an existing store, and the URL may carry a secret, so it is kept
+    apart from what ``GET /train`` shows)."""
+
+    __tablename__ = "job_webhooks"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+
+
 class Adapter(Base):
     __tablename__ = "adapters"
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ad"))
