@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 
 from ttalkkac.broker import resolve_broker
 from ttalkkac.settings import Settings, get_settings
@@ -110,6 +110,15 @@ def _start_recovery(sender: Any = None, **_: Any) -> None:
     threading.Thread(
         target=_sweep_forever, args=(app, stop), name="orphan-sweep", daemon=True
     ).start()
+
+
+@worker_process_shutdown.connect(weak=False)
+@worker_shutdown.connect(weak=False)
+def _drain_webhooks(**_: Any) -> None:
+    """A job's process exits after its one task: let its webhooks finish first (bounded)."""
+    from ttalkkac.webhooks import drain
+
+    drain()
 
 
 def worker_argv(
