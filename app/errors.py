@@ -27,6 +27,7 @@ STATUS_BY_ERROR: dict[type[errors.TtalkkacError], int] = {
     errors.InvalidInput: 422,
     errors.EngineUnavailable: 503,
     errors.GenerationInvalid: 502,
+    errors.UpstreamUnavailable: 503,
 }
 
 
@@ -79,8 +80,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.TtalkkacError)
     async def _domain(request: Request, exc: errors.TtalkkacError) -> JSONResponse:
         headers = None
-        if isinstance(exc, errors.EngineUnavailable) and exc.retry_after_s:
-            headers = {"Retry-After": str(exc.retry_after_s)}
+        retry_after_s = getattr(exc, "retry_after_s", None)  # EngineUnavailable, Upstream...
+        if retry_after_s:
+            headers = {"Retry-After": str(retry_after_s)}
         return error_response(
             request, status_for(exc), exc.code, exc.message, exc.detail, headers=headers
         )

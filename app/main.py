@@ -34,6 +34,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings.ensure_dirs()
     app.state.db = Database(settings.resolved_database_url)
     app.state.db.create_all()
+    _prune_plan_history(app)
+    from ttalkkac.webhooks import WebhookSender, drain
+
+    # A queued job cancelled here ends in this process: its webhooks are sent from here.
+    webhooks = WebhookSender(app.state.db, settings).install()
     if not settings.api_keys:
         logger.warning("API_KEYS is empty: the API is open to anyone who can reach it")
     from app.serving import start_serving, stop_serving  # serving: engine loads in background
@@ -46,7 +51,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if runner is not None:
             await runner.stop()
         await stop_serving(app)
+        webhooks.uninstall()
+        drain(timeout_s=15)
         app.state.db.dispose()
+
+
+def _prune_plan_history(app: FastAPI) -> None:
+    """Retention applies to a service that was stopped, or whose settings were lowered, too."""
+    from ttalkkac.plan_history import prune
+
+    with app.state.db.session() as session:
+        prune(session, app.state.settings)
 
 
 def _start_evaluation_runner(app: FastAPI) -> Any:

@@ -16,9 +16,11 @@ from ttalkkac.datasets import public_stats
 from ttalkkac.evaluation.examples import MAX_SAMPLES, EvalSplit, Selection
 from ttalkkac.inference.progress import ProgressKind
 from ttalkkac.meetings import Utterance
+from ttalkkac.notion import NotionParent, parse_notion_id
 from ttalkkac.plan import ProjectPlan
 from ttalkkac.text import invalid_unicode_at
 from ttalkkac.training.spec import TrainSpec
+from ttalkkac.urls import MAX_URL_CHARS, check_url
 
 
 class RequestModel(BaseModel):
@@ -108,6 +110,19 @@ class JobCreate(RequestModel):
         pattern=r"^[A-Za-z0-9._-]{1,40}$",
         description="Part of the registered adapter's name.",
     )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=MAX_URL_CHARS,
+        description="http(s) URL told (a signed POST, see the README) when the job succeeds, "
+        "fails or is cancelled. Needs WEBHOOK_SECRET on the service. Not shown by GET /train: "
+        "it may carry a token.",
+        examples=["https://ci.example.com/hooks/ttalkkac"],
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
 
 
 class JobProgress(BaseModel):
@@ -370,6 +385,125 @@ class GenerateResponse(BaseModel):
     chunks: int = Field(description="Chunks the meeting was planned in (1: not split).")
     warnings: list[str] = Field(default_factory=list)
     request_id: str | None = None
+    plan_id: str | None = Field(
+        default=None,
+        description="The plan's record in the history (GET /plans/{id}); null when "
+        "PLAN_HISTORY is off or the store could not keep it (a warning says so).",
+    )
+
+
+# --- plan history and Notion -----------------------------------------------------------------
+
+
+class PlanRecordPublic(BaseModel):
+    """A plan /generate returned, as kept: no meeting text, its SHA-256 instead."""
+
+    id: str
+    plan: ProjectPlan
+    adapter: str | None = Field(description="Adapter used; null: the base model.")
+    base_model: str
+    engine: str
+    meeting_sha256: str = Field(
+        description="SHA-256 (hex) of the meeting's prompt text in UTF-8: plain text stripped "
+        "of surrounding whitespace, utterances as '[timestamp] speaker: text' lines."
+    )
+    meeting_chars: int
+    usage: Usage
+    timings: Timings
+    chunks: int
+    warnings: list[str]
+    request_id: str | None
+    created_at: datetime
+    notion_page_id: str | None = Field(description="The Notion page made from it, if any.")
+    notion_page_url: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> PlanRecordPublic:
+        return cls(
+            id=row.id,
+            plan=row.plan,
+            adapter=row.adapter,
+            base_model=row.base_model,
+            engine=row.engine,
+            meeting_sha256=row.meeting_sha256,
+            meeting_chars=row.meeting_chars,
+            usage=Usage(**row.usage),
+            timings=Timings(**row.timings),
+            chunks=row.chunks,
+            warnings=list(row.warnings or []),
+            request_id=row.request_id,
+            created_at=row.created_at,
+            notion_page_id=row.notion_page_id,
+            notion_page_url=row.notion_page_url,
+        )
+
+
+class PlanRecordsPublic(BaseModel):
+    data: list[PlanRecordPublic]
+    count: int
+
+
+class NotionPublish(RequestModel):
+    """Where the plan's Notion page goes: exactly one of the three parents."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "parent_page_id": "https://www.notion.so/Team-Plans-0123456789abcdef0123456789abcdef"
+                },
+                {"database_id": "0123456789abcdef0123456789abcdef"},
+            ]
+        },
+    )
+
+    parent_page_id: str | None = Field(
+        default=None, max_length=500, description="A page's id or URL: the plan becomes a sub-page."
+    )
+    database_id: str | None = Field(
+        default=None,
+        max_length=500,
+        description="A database's id or URL (one data source): the plan becomes a row; its "
+        "title property gets the project name.",
+    )
+    data_source_id: str | None = Field(
+        default=None, max_length=500, description="A data source's id (databases with several)."
+    )
+
+    @field_validator("parent_page_id", "database_id", "data_source_id")
+    @classmethod
+    def _notion_id(cls, value: str | None) -> str | None:
+        return None if value is None else parse_notion_id(value)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> NotionPublish:
+        given = [k for k in ("parent_page_id", "database_id", "data_source_id") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of parent_page_id, database_id, data_source_id"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    def to_parent(self) -> NotionParent:
+        if self.parent_page_id:
+            return NotionParent("page_id", self.parent_page_id)
+        if self.database_id:
+            return NotionParent("database_id", self.database_id)
+        return NotionParent("data_source_id", self.data_source_id or "")
+
+
+class NotionPagePublic(BaseModel):
+    plan_id: str
+    page_id: str
+    url: str | None = Field(description="The page in Notion.")
+    parent: dict[str, Any] | None = Field(description="Where it was created (Notion's form).")
+    blocks: int = Field(description="Blocks written to the page.")
+    created: bool = Field(
+        description="true: made by this call; false: the plan already had this page (a plan "
+        "gets one page, whatever parent a later call names)."
+    )
 
 
 class GenerateProgress(BaseModel):

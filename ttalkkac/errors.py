@@ -62,3 +62,25 @@ class JobInterrupted(TtalkkacError):
     """The worker is shutting down: the run saved a checkpoint and stopped, to be resumed."""
 
     code = "interrupted"
+
+
+class NotConfigured(Conflict):
+    """A feature needs a setting this deployment does not have (for example NOTION_TOKEN)."""
+
+    code = "not_configured"
+
+
+class UpstreamRefused(InvalidInput):
+    """A service we call (Notion) refused the request; its own message is passed on."""
+
+    code = "upstream_refused"
+
+
+class UpstreamUnavailable(TtalkkacError):
+    """A service we call is rate limiting or failing after our retries (retry later)."""
+
+    code = "upstream_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None, detail: Any = None):
+        super().__init__(message, detail=detail)
+        self.retry_after_s = retry_after_s

@@ -12,8 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ttalkkac.urls import check_url
 
 
 class Queue(StrEnum):
@@ -225,6 +227,74 @@ class Settings(BaseSettings):
         default=2.0, gt=0, le=300, description="How often the runner looks for queued evaluations."
     )
 
+    # --- plan history and Notion ---------------------------------------------------------
+    plan_history: bool = Field(
+        default=True,
+        description="Keep every plan /generate returns (GET /plans): the plan, adapter, base "
+        "model, timings, warnings and a SHA-256 of the meeting, never the meeting itself. "
+        "false: nothing is kept and plan_id is null.",
+    )
+    plan_retention_days: float = Field(
+        default=90,
+        gt=0,
+        description="Plans older than this are deleted (checked on every new plan and at start).",
+    )
+    plan_max_records: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most plans kept; the oldest beyond it are deleted as new ones come.",
+    )
+    notion_token: SecretStr | None = Field(
+        default=None,
+        description="Notion internal integration token (POST /plans/{id}/notion). Unset: that "
+        "call answers 409. Share the parent page or database with the integration.",
+    )
+    notion_base_url: str = Field(
+        default="https://api.notion.com",
+        description="Root of Notion's API (tests point it at a local fake).",
+    )
+    notion_max_retries: int = Field(
+        default=4,
+        ge=0,
+        le=10,
+        description="Retries of one Notion request answered 429 or 5xx (or not answered).",
+    )
+    notion_max_retry_after_s: float = Field(
+        default=30,
+        ge=0,
+        le=600,
+        description="Longest Retry-After of Notion's that a request waits out; a longer one is "
+        "passed on to the caller as a 503 with Retry-After.",
+    )
+    notion_timeout_s: float = Field(
+        default=30, gt=0, le=600, description="Timeout of one request to Notion (seconds)."
+    )
+
+    # --- webhooks -----------------------------------------------------------------------
+    webhook_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated http(s) URLs told when any training job succeeds, fails or "
+        "is cancelled (besides a job's own webhook_url). Needs WEBHOOK_SECRET.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Key of the HMAC-SHA256 signature of every webhook (header "
+        "Ttalkkac-Signature: t=<unix time>,v1=<hex of HMAC(secret, '<t>.<body>')>). Unset: "
+        "no webhooks are sent, and POST /train with a webhook_url is refused (409).",
+    )
+    webhook_max_attempts: int = Field(
+        default=5, ge=1, le=20, description="Deliveries tried per webhook before giving up."
+    )
+    webhook_backoff_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="Wait before the second attempt; doubled before each next one.",
+    )
+    webhook_timeout_s: float = Field(
+        default=10, gt=0, le=120, description="Timeout of one webhook request (seconds)."
+    )
+
     # --- HTTP ----------------------------------------------------------------------------
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -238,12 +308,23 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
 
-    @field_validator("api_keys", "allowed_base_models", mode="before")
+    @field_validator("api_keys", "allowed_base_models", "webhook_urls", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        return [check_url(url) for url in urls]
+
+    @model_validator(mode="after")
+    def _webhooks_need_a_secret(self) -> Settings:
+        if self.webhook_urls and self.webhook_secret is None:
+            raise ValueError("WEBHOOK_URLS needs WEBHOOK_SECRET: every webhook is signed")
+        return self
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

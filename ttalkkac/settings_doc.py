@@ -68,9 +68,14 @@ def _type_name(annotation: object) -> str:
     if origin is list:
         return "comma-separated list"
     if isinstance(annotation, type):
-        return {"Path": "path", "str": "string", "int": "integer", "float": "number"}.get(
-            annotation.__name__, annotation.__name__
-        )
+        names = {
+            "Path": "path",
+            "str": "string",
+            "int": "integer",
+            "float": "number",
+            "SecretStr": "secret string",
+        }
+        return names.get(annotation.__name__, annotation.__name__)
     return str(annotation)
 
 

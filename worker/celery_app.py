@@ -24,7 +24,12 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import (
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 from ttalkkac.broker import resolve_broker
 from ttalkkac.settings import Settings, get_settings
@@ -131,6 +136,15 @@ def _stop_running_jobs(sender: Any = None, **_: Any) -> None:
         return
     if asked:
         logger.warning("shutting down: jobs %s checkpoint and go back to the queue", asked)
+
+
+@worker_process_shutdown.connect(weak=False)
+@worker_shutdown.connect(weak=False)
+def _drain_webhooks(**_: Any) -> None:
+    """A job's process exits after its one task: let its webhooks finish first (bounded)."""
+    from ttalkkac.webhooks import drain
+
+    drain()
 
 
 def worker_argv(

@@ -22,6 +22,10 @@ def database(settings: Settings) -> Database:
         settings.ensure_dirs()
         db = Database(settings.resolved_database_url)
         db.create_all()
+        from ttalkkac.webhooks import WebhookSender
+
+        # Jobs this process ends (the job's run, the orphan sweep) send their webhooks from here.
+        WebhookSender(db, settings).install()
         _databases[key] = db
     return _databases[key]
 

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 
 def include_routers(app: FastAPI) -> None:
-    from app.routers import adapters, datasets, evaluations, generate, health, train
+    from app.routers import adapters, datasets, evaluations, generate, health, plans, train
 
-    for module in (datasets, train, generate, evaluations, adapters, health):
+    for module in (datasets, train, generate, plans, evaluations, adapters, health):
         app.include_router(module.router)

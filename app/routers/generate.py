@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import asdict
 from typing import Any, Literal
@@ -45,6 +45,8 @@ from ttalkkac import errors
 from ttalkkac.adapters import resolve_adapter
 from ttalkkac.inference.progress import PlanProgress
 from ttalkkac.inference.service import PlanResult
+from ttalkkac.meetings import Utterance, meeting_text
+from ttalkkac.plan_history import keep_plan
 from ttalkkac.render import to_markdown, to_notion_page
 from ttalkkac.settings import Settings
 from ttalkkac.store.db import Database
@@ -83,6 +85,32 @@ def _resolve(db: Database, settings: Settings, name: str | None, served: str) ->
         return resolve_adapter(session, settings, name=name, served_base_model=served)
 
 
+def _keep(
+    db: Database,
+    settings: Settings,
+    result: PlanResult,
+    meeting: str | list[Utterance],
+    request_id: str | None,
+) -> str | None:
+    """The plan's history id; None (and a warning on the answer) when it could not be kept.
+
+    The plan was generated and validated: a store failure here costs the history entry, not
+    the answer the client waited for.
+    """
+    if not settings.plan_history:
+        return None
+    try:
+        with db.session() as session:
+            row = keep_plan(
+                session, settings, result, meeting=meeting_text(meeting), request_id=request_id
+            )
+            return row.id
+    except Exception:
+        logger.exception("[request %s] the plan could not be kept in the history", request_id)
+        result.warnings.append("the plan was not kept in the history (store error)")
+        return None
+
+
 def _outcome(exc: BaseException) -> str:
     if isinstance(exc, errors.EngineUnavailable):
         return "unavailable"
@@ -102,7 +130,9 @@ def _count_success(result: PlanResult, started: float) -> None:
         GENERATE_RETRIES.inc(result.retries)
 
 
-def _response(result: PlanResult, request_id: str | None) -> GenerateResponse:
+def _response(
+    result: PlanResult, request_id: str | None, plan_id: str | None = None
+) -> GenerateResponse:
     return GenerateResponse(
         plan=result.plan,
         adapter=result.adapter,
@@ -113,6 +143,7 @@ def _response(result: PlanResult, request_id: str | None) -> GenerateResponse:
         chunks=result.chunks,
         warnings=result.warnings,
         request_id=request_id,
+        plan_id=plan_id,
     )
 
 
@@ -151,18 +182,21 @@ async def generate(
         GENERATE_REQUESTS.labels(engine.name, _outcome(exc)).inc()
         raise
     _count_success(result, started)
+    plan_id = await run_in_threadpool(_keep, db, settings, result, body.meeting, request_id)
     headers = {
         "X-Adapter": quote(result.adapter or "base"),
         "X-Chunks": str(result.chunks),
         "X-Completion-Tokens": str(result.usage["completion_tokens"]),
     }
+    if plan_id:
+        headers["X-Plan-Id"] = plan_id
     if format == "markdown":
         return Response(
             to_markdown(result.plan), media_type="text/markdown; charset=utf-8", headers=headers
         )
     if format == "notion":
         return JSONResponse(to_notion_page(result.plan), headers=headers)
-    return _response(result, request_id)
+    return _response(result, request_id, plan_id)
 
 
 # --- the stream ------------------------------------------------------------------------------
@@ -237,13 +271,15 @@ async def _plan_events(
     engine: str,
     request_id: str | None,
     started: float,
+    keep: Callable[[PlanResult], str | None],
 ) -> AsyncIterator[bytes]:
     async with aclosing(events):  # type: ignore[type-var]
         try:
             async for event in events:
                 if isinstance(event, PlanResult):
                     _count_success(event, started)
-                    response = _response(event, request_id)
+                    plan_id = await run_in_threadpool(keep, event)
+                    response = _response(event, request_id, plan_id)
                     final = GenerateStreamResult(**dict(response), markdown=to_markdown(event.plan))
                     yield _sse("plan", final)
                 else:
@@ -294,5 +330,11 @@ async def generate_stream(
         request_id=request_id or "",
     )
     return PlanEventStream(
-        _plan_events(events, engine=engine.name, request_id=request_id, started=started)
+        _plan_events(
+            events,
+            engine=engine.name,
+            request_id=request_id,
+            started=started,
+            keep=lambda result: _keep(db, settings, result, body.meeting, request_id),
+        )
     )

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 
 from app.deps import MAX_OFFSET, AuthDep, DatabaseDep, OffsetQuery, SessionDep, SettingsDep
 from app.schemas import JobCreate, JobEventPublic, JobEventsPublic, JobPublic, JobsPublic
-from ttalkkac import jobs
+from ttalkkac import jobs, webhooks
 from ttalkkac.base_models import check_base_model
 from ttalkkac.datasets import check_filter
 from ttalkkac.errors import EngineUnavailable, NotFound
@@ -66,6 +66,8 @@ def create_job(
             base_model=base_model,
             suffix=body.suffix,
         )
+        if body.webhook_url:
+            webhooks.register(session, settings, job_id=job.id, url=body.webhook_url)
     try:
         from worker.celery_app import enqueue_training_job
 

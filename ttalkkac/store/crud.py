@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ttalkkac.errors import Conflict, NotFound
+from ttalkkac.store import hooks
 from ttalkkac.store.models import Adapter, Dataset, JobEvent, JobStatus, TrainingJob, utcnow
 
 logger = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def transition_job(
     A single conditional UPDATE, so two processes racing (the API cancelling, the worker
     finishing) cannot both win. ``where``: extra conditions (for example the owning worker).
     """
-    return compare_and_set(
+    moved = compare_and_set(
         session,
         TrainingJob,
         id=id,
@@ -150,6 +151,9 @@ def transition_job(
         where=where,
         **fields,
     )
+    if moved and JobStatus(to_status).terminal:
+        hooks.job_ended(session, id, str(to_status))  # webhooks, after the commit
+    return moved
 
 
 def compare_and_set(

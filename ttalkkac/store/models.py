@@ -1,4 +1,4 @@
-"""SQLAlchemy models: datasets, training jobs, job events, adapters.
+"""SQLAlchemy models: datasets, training jobs, job events, adapters, evaluations, plans.
 
 Portable across SQLite and PostgreSQL: generic ``JSON`` columns, string ids, and timestamps
 that are always timezone-aware UTC when read back (SQLite drops the zone; ``UTCDateTime``
@@ -139,6 +139,19 @@ class JobEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class JobWebhook(Base):
+    """The ``webhook_url`` a job was submitted with (a table of its own: a new table is all
+    ``create_all`` can add to an existing store, and the URL may carry a secret, so it is kept
+    apart from what ``GET /train`` shows)."""
+
+    __tablename__ = "job_webhooks"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+
+
 class Adapter(Base):
     __tablename__ = "adapters"
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ad"))
@@ -217,3 +230,39 @@ class EvaluationRow(Base):
     record_id: Mapped[str] = mapped_column(Text)
     result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Plan(Base):
+    """One plan ``POST /generate`` returned, kept for ``/plans`` (history and Notion pages).
+
+    The meeting itself is not stored, only its SHA-256 (of the prompt text, UTF-8), so a
+    client can find the plans of a meeting it holds without the service keeping transcripts.
+    """
+
+    __tablename__ = "plans"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("pl"))
+    plan: Mapped[dict[str, Any]] = mapped_column(JSON)
+    adapter: Mapped[str | None] = mapped_column(String(200), default=None, index=True)
+    base_model: Mapped[str] = mapped_column(Text)
+    engine: Mapped[str] = mapped_column(String(20))
+    meeting_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    meeting_chars: Mapped[int] = mapped_column(Integer)
+    usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    chunks: Mapped[int] = mapped_column(Integer, default=1)
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+    # The Notion page made from the plan (POST /plans/{id}/notion). The id is written as soon
+    # as Notion has created the page, before the blocks past the first request are appended,
+    # so that a retry resumes that page instead of making a second one.
+    notion_page_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    notion_page_url: Mapped[str | None] = mapped_column(Text, default=None)
+    notion_parent: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    notion_blocks: Mapped[int] = mapped_column(Integer, default=0)  # blocks written so far
+    # One publication at a time per plan (a compare-and-set on these): a token and when it
+    # was taken, so that a claim left by a dead process expires.
+    notion_claim: Mapped[str | None] = mapped_column(String(40), default=None)
+    notion_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
