@@ -27,6 +27,7 @@ STATUS_BY_ERROR: dict[type[errors.TtalkkacError], int] = {
     errors.InvalidInput: 422,
     errors.EngineUnavailable: 503,
     errors.GenerationInvalid: 502,
+    errors.DeadlineExceeded: 504,
     errors.UpstreamUnavailable: 503,
 }
 

@@ -42,6 +42,12 @@ class EngineUnavailable(TtalkkacError):
         self.retry_after_s = retry_after_s
 
 
+class DeadlineExceeded(TtalkkacError):
+    """A generation ran past GENERATE_TIMEOUT_S; its engine work was aborted."""
+
+    code = "deadline_exceeded"
+
+
 class GenerationInvalid(TtalkkacError):
     """The model's output did not validate against the plan schema, even after a retry."""
 

@@ -178,6 +178,24 @@ class Settings(BaseSettings):
     max_waiting_requests: int = Field(
         default=64, ge=1, description="Generate requests queued or running before 503."
     )
+    max_engine_requests: int = Field(
+        default=256,
+        ge=1,
+        description="Engine requests (one per chunk of a meeting) in flight before a new "
+        "generate request is answered 503: a long meeting costs what its chunks cost.",
+    )
+    max_chunks_per_request: int = Field(
+        default=32,
+        ge=1,
+        description="Most chunks one meeting may be split into; more is 422 (shorten the "
+        "meeting or ask for fewer max_tokens, which leaves more room per chunk).",
+    )
+    generate_timeout_s: float = Field(
+        default=900,
+        gt=0,
+        description="Deadline of one generate request (all its chunks and retries); past it "
+        "the engine's work is aborted and the answer is 504.",
+    )
     default_max_tokens: int = Field(
         default=2048, ge=64, description="Default answer budget of /generate (tokens)."
     )

@@ -11,10 +11,10 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
@@ -53,6 +53,8 @@ from ttalkkac.store.db import Database
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 # Bodies over MAX_REQUEST_BYTES are refused before they are read, by app.guard.
 router = APIRouter(prefix="/generate", tags=["generate"], dependencies=[AuthDep])
@@ -61,9 +63,16 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown adapter."},
     409: {"description": "The adapter was trained on another base model."},
     413: {"description": "Body over MAX_REQUEST_BYTES or meeting over MAX_MEETING_CHARS."},
-    422: {"description": "Invalid request (empty meeting, utterance without text, wrong types)."},
+    422: {
+        "description": "Invalid request (empty meeting, utterance without text, wrong types, "
+        "more chunks than MAX_CHUNKS_PER_REQUEST)."
+    },
     502: {"description": "The model's answer did not validate, even after one retry."},
-    503: {"description": "Engine loading or too many requests waiting (see Retry-After)."},
+    503: {
+        "description": "Engine loading, or too many requests or engine requests (chunks) in "
+        "flight (see Retry-After)."
+    },
+    504: {"description": "Not done within GENERATE_TIMEOUT_S; the engine's work was aborted."},
 }
 
 _RENDERED_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -109,6 +118,30 @@ def _keep(
         logger.exception("[request %s] the plan could not be kept in the history", request_id)
         result.warnings.append("the plan was not kept in the history (store error)")
         return None
+
+
+class ClientGone(Exception):
+    """The client of a /generate request disconnected before its plan was done."""
+
+
+_DISCONNECT_POLL_S = 0.5
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result; a client that disconnects meanwhile cancels it, which aborts the
+    engine's requests (Starlette would let a plain route run on for nobody)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait([task], timeout=_DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise ClientGone
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait([task])
 
 
 def _outcome(exc: BaseException) -> str:
@@ -170,14 +203,20 @@ async def generate(
     started = time.perf_counter()
     try:
         adapter = await run_in_threadpool(_resolve, db, settings, body.adapter, engine.base_model)
-        result = await generator.generate(
-            body.meeting,
-            adapter=adapter,
-            max_tokens=body.max_tokens,
-            temperature=body.temperature,
-            seed=body.seed,
-            request_id=request_id or "",
+        result = await _unless_client_leaves(
+            request,
+            generator.generate(
+                body.meeting,
+                adapter=adapter,
+                max_tokens=body.max_tokens,
+                temperature=body.temperature,
+                seed=body.seed,
+                request_id=request_id or "",
+            ),
         )
+    except ClientGone:
+        GENERATE_REQUESTS.labels(engine.name, "cancelled").inc()
+        return Response(status_code=499)  # nobody reads it; the access log shows what happened
     except Exception as exc:
         GENERATE_REQUESTS.labels(engine.name, _outcome(exc)).inc()
         raise

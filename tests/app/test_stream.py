@@ -144,3 +144,23 @@ def test_a_client_that_goes_away_stops_the_engine_work(vllm_client) -> None:
         # The engine serves the next request as usual.
         response = http.post("/generate", json={"meeting": MEETING, "adapter": "base"})
         assert response.status_code == 200, response.text
+
+
+@pytest.mark.timeout(300)
+def test_a_plain_generate_whose_client_goes_away_stops_too(vllm_client) -> None:
+    """Not only the stream: /generate polls for the disconnect and cancels its generation."""
+    generator = vllm_client.app.state.generator
+    before = cancelled()
+    with serve_client_app(vllm_client) as url, httpx.Client(base_url=url, timeout=60) as http:
+        body = {"meeting": LONG_MEETING, "adapter": "base"}
+        # Gone once the engine is at work: the read times out, the client closes.
+        impatient = httpx.Client(base_url=url, timeout=httpx.Timeout(60, read=3))
+        with impatient, pytest.raises(httpx.ReadTimeout):
+            impatient.post("/generate", json=body)
+        deadline = time.monotonic() + 15
+        while generator.waiting() or generator.engine.inflight():
+            assert time.monotonic() < deadline, "the engine kept generating for a gone client"
+            time.sleep(0.05)
+        assert cancelled() == before + 1
+        response = http.post("/generate", json={"meeting": MEETING, "adapter": "base"})
+        assert response.status_code == 200, response.text

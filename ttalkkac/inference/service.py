@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ttalkkac.adapters import AdapterRef
-from ttalkkac.errors import EngineUnavailable, InvalidInput, PayloadTooLarge
+from ttalkkac.errors import DeadlineExceeded, EngineUnavailable, InvalidInput, PayloadTooLarge
 from ttalkkac.inference.base import Engine
 from ttalkkac.inference.engines import EngineHost
 from ttalkkac.inference.progress import (
@@ -75,6 +75,9 @@ class PlanGenerator:
         engines: EngineHost,
         *,
         max_waiting_requests: int = 64,
+        max_engine_requests: int = 256,
+        max_chunks_per_request: int = 32,
+        timeout_s: float | None = None,
         max_meeting_chars: int = 200_000,
         default_max_tokens: int = 2048,
         default_temperature: float = 0.2,
@@ -82,11 +85,15 @@ class PlanGenerator:
     ) -> None:
         self.engines = engines
         self.max_waiting_requests = max_waiting_requests
+        self.max_engine_requests = max_engine_requests
+        self.max_chunks_per_request = max_chunks_per_request
+        self.timeout_s = timeout_s
         self.max_meeting_chars = max_meeting_chars
         self.default_max_tokens = default_max_tokens
         self.default_temperature = default_temperature
         self.repetition_penalty = repetition_penalty
         self._waiting = 0
+        self._engine_requests = 0  # chunk requests of the admitted generations
         self._latency_s = 5.0  # moving average of request latency, for Retry-After
 
     @classmethod
@@ -94,6 +101,9 @@ class PlanGenerator:
         return cls(
             engines,
             max_waiting_requests=settings.max_waiting_requests,
+            max_engine_requests=settings.max_engine_requests,
+            max_chunks_per_request=settings.max_chunks_per_request,
+            timeout_s=settings.generate_timeout_s,
             max_meeting_chars=settings.max_meeting_chars,
             default_max_tokens=settings.default_max_tokens,
             default_temperature=settings.default_temperature,
@@ -120,6 +130,10 @@ class PlanGenerator:
     def waiting(self) -> int:
         """Requests admitted and not finished (queued in or running on the engine)."""
         return self._waiting
+
+    def engine_requests(self) -> int:
+        """Engine requests (chunks) of the admitted generations, in flight or queued."""
+        return self._engine_requests
 
     # --- generation ----------------------------------------------------------------------
 
@@ -179,11 +193,16 @@ class PlanGenerator:
         )
         self._waiting += 1
         started = time.perf_counter()
+        reserved = 0
         try:
             if tracker is not None:
                 tracker.admitted()
-            async with self.engines.lease(adapter) as (engine, served):
+            async with (
+                asyncio.timeout(self.timeout_s) as deadline,
+                self.engines.lease(adapter) as (engine, served),
+            ):
                 chunks = await self._split(engine, text, max_tokens)
+                reserved = self._reserve_engine_requests(len(chunks), max_tokens)
                 if tracker is not None:
                     tracker.planned(len(chunks))
                 outcomes = await asyncio.gather(
@@ -203,8 +222,16 @@ class PlanGenerator:
                         for i, chunk in enumerate(chunks)
                     )
                 )
+        except TimeoutError as exc:
+            if deadline.expired():  # ours; the engines' own timeouts pass through
+                raise DeadlineExceeded(
+                    f"the plan was not done in {self.timeout_s:g} s (GENERATE_TIMEOUT_S); "
+                    "its engine work was aborted"
+                ) from exc
+            raise
         finally:
             self._waiting -= 1
+            self._engine_requests -= reserved
         elapsed_ms = (time.perf_counter() - started) * 1000
         self._latency_s = 0.8 * self._latency_s + 0.2 * elapsed_ms / 1000
         warnings = [w for o in outcomes for w in o.warnings]
@@ -265,6 +292,23 @@ class PlanGenerator:
                 # wait(), not await: it neither raises the task's error nor swallows the
                 # caller's own cancellation.
                 await asyncio.wait([task])
+
+    def _reserve_engine_requests(self, n: int, max_tokens: int) -> int:
+        """Admit a generation by what it costs the engine: one request per chunk."""
+        if n > self.max_chunks_per_request:
+            raise InvalidInput(
+                f"this meeting needs {n} chunks at max_tokens={max_tokens}; the limit is "
+                f"{self.max_chunks_per_request} (MAX_CHUNKS_PER_REQUEST): shorten the meeting or "
+                "ask for fewer max_tokens (more room for the meeting in each chunk)"
+            )
+        if self._engine_requests and self._engine_requests + n > self.max_engine_requests:
+            raise EngineUnavailable(
+                f"{self._engine_requests} engine requests are in flight and this meeting adds "
+                f"{n} (limit {self.max_engine_requests}, MAX_ENGINE_REQUESTS); retry later",
+                retry_after_s=self._retry_after(),
+            )
+        self._engine_requests += n
+        return n
 
     def _retry_after(self) -> int:
         return max(1, math.ceil(self._latency_s))

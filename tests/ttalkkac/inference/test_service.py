@@ -6,6 +6,7 @@ Starting, swapping and routing engines is ``EngineHost``'s: ``test_engines.py``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from ttalkkac.adapters import ref_from_dir
-from ttalkkac.errors import EngineUnavailable, GenerationInvalid, InvalidInput, PayloadTooLarge
+from ttalkkac.errors import (
+    DeadlineExceeded,
+    EngineUnavailable,
+    GenerationInvalid,
+    InvalidInput,
+    PayloadTooLarge,
+)
 from ttalkkac.inference.base import EngineRequest, EngineResult
 from ttalkkac.inference.engines import EngineHost
 from ttalkkac.inference.hf_engine import TransformersEngine
@@ -146,6 +153,62 @@ def test_long_meeting_is_split_to_fit_the_context(engine) -> None:
     assert "chunks" in result.warnings[0]
     with pytest.raises(InvalidInput, match="leaves no room"):
         asyncio.run(gen.generate(MEETING, max_tokens=2040))
+
+
+def _long_meeting(lines: int = 200) -> str:
+    return "\n".join(
+        f"[00:{i % 60:02d}] Speaker_{'AB'[i % 2]}: 항목 {i}번을 다음 주까지 검토합니다."
+        for i in range(lines)
+    )
+
+
+def test_a_meeting_is_admitted_by_what_it_costs_the_engine(engine) -> None:
+    """One request per chunk: a long meeting is refused past the chunk cap, and while others
+    hold the engine, past the engine-request limit (503, not a queue without bound)."""
+    with pytest.raises(InvalidInput, match="MAX_CHUNKS_PER_REQUEST"):
+        asyncio.run(generator(engine, max_chunks_per_request=2).generate(_long_meeting()))
+    gen = generator(engine, max_engine_requests=3)
+
+    async def short_then_long():
+        short = asyncio.ensure_future(gen.generate(MEETING))
+        while gen.engine_requests() == 0:  # the short one holds one engine request
+            await asyncio.sleep(0.01)
+        long = await asyncio.gather(gen.generate(_long_meeting()), return_exceptions=True)
+        return await short, long[0]
+
+    short, refused = asyncio.run(short_then_long())
+    assert isinstance(short.plan, ProjectPlan)
+    assert isinstance(refused, EngineUnavailable) and "MAX_ENGINE_REQUESTS" in refused.message
+    assert gen.engine_requests() == 0 and gen.waiting() == 0
+
+
+class Slow:
+    """An engine whose every answer takes longer than the deadline; counts cancellations."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.cancelled = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def generate(self, request: EngineRequest) -> EngineResult:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        raise AssertionError("the deadline did not stop the request")
+
+
+def test_a_generation_past_its_deadline_is_aborted(engine) -> None:
+    slow = Slow(engine)
+    gen = generator(slow, timeout_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match="GENERATE_TIMEOUT_S"):
+        asyncio.run(gen.generate(MEETING))
+    assert time.monotonic() - started < 10
+    assert slow.cancelled == 1 and gen.waiting() == 0 and gen.engine_requests() == 0
 
 
 def test_meeting_checks(engine) -> None:
