@@ -1,4 +1,4 @@
-"""SQLAlchemy models: datasets, training jobs, job events, adapters.
+"""SQLAlchemy models: datasets, training jobs, job events, adapters, evaluations.
 
 Portable across SQLite and PostgreSQL: generic ``JSON`` columns, string ids, and timestamps
 that are always timezone-aware UTC when read back (SQLite drops the zone; ``UTCDateTime``
@@ -86,6 +86,22 @@ class Dataset(Base):
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class DatasetDeletion(Base):
+    """A deleted dataset whose row is kept because ended jobs or evaluations still name it.
+
+    Their ``dataset_id`` foreign keys stay valid (history: which data a job was trained on);
+    the files are gone and the store's reads treat the dataset as missing. A table of its own:
+    a new table is the one schema change ``create_all`` applies to an existing store.
+    """
+
+    __tablename__ = "dataset_deletions"
+
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class TrainingJob(Base):
