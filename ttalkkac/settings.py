@@ -257,7 +257,16 @@ class Settings(BaseSettings):
     # --- HTTP ----------------------------------------------------------------------------
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated bearer tokens. Empty: the API is open (logged at start).",
+        description="Comma-separated bearer tokens. Empty: the API is open (logged at start; only "
+        "on loopback unless ALLOW_UNAUTHENTICATED_NETWORK).",
+    )
+    allow_unauthenticated_network: bool = Field(
+        default=False,
+        description=(
+            "Let `ttalkkac api` / `ttalkkac up` listen on an address other than loopback "
+            "(127.0.0.1, ::1, localhost) with API_KEYS empty. Off: they refuse to start, since "
+            "anyone who can reach the port could train, delete and read everything."
+        ),
     )
     max_upload_bytes: int = Field(
         default=200 * 1024 * 1024, ge=1024, description="Largest dataset upload (bytes)."
