@@ -77,6 +77,22 @@ def error_response(
     return EnvelopeResponse(body, status_code=status, headers=headers)
 
 
+def without_data_dir(value: Any, data_dir: str) -> Any:
+    """``value`` with the managed folder's absolute path written as ``DATA_DIR``.
+
+    Domain errors name the files they are about (an adapter folder that is missing, a model
+    folder that is not allowed); the client needs to know which one, not where the server keeps
+    its data.
+    """
+    if isinstance(value, str):
+        return value.replace(data_dir, "DATA_DIR") if data_dir in value else value
+    if isinstance(value, dict):
+        return {k: without_data_dir(v, data_dir) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_data_dir(v, data_dir) for v in value]
+    return value
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.TtalkkacError)
     async def _domain(request: Request, exc: errors.TtalkkacError) -> JSONResponse:
@@ -84,8 +100,14 @@ def install_error_handlers(app: FastAPI) -> None:
         retry_after_s = getattr(exc, "retry_after_s", None)  # EngineUnavailable, Upstream...
         if retry_after_s:
             headers = {"Retry-After": str(retry_after_s)}
+        data_dir = str(request.app.state.settings.data_dir)
         return error_response(
-            request, status_for(exc), exc.code, exc.message, exc.detail, headers=headers
+            request,
+            status_for(exc),
+            exc.code,
+            without_data_dir(exc.message, data_dir),
+            without_data_dir(exc.detail, data_dir),
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -6,6 +6,7 @@ the one-line accessors in ``app/deps.py``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -20,7 +21,7 @@ from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.guard import RequestGuard, public_paths
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from ttalkkac import __version__
+from ttalkkac import __version__, retention
 from ttalkkac.logs import configure_logging
 from ttalkkac.settings import Settings, get_settings
 from ttalkkac.store.db import Database
@@ -41,6 +42,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     webhooks = WebhookSender(app.state.db, settings).install()
     if not settings.api_keys:
         logger.warning("API_KEYS is empty: the API is open to anyone who can reach it")
+    # Before the engine starts: merged serving then finds only the active adapter's copy. In a
+    # thread: removing a merged copy of a large base model takes a while.
+    await asyncio.to_thread(retention.sweep_at_start, app.state.db, settings)
     from app.serving import start_serving, stop_serving  # serving: engine loads in background
 
     await start_serving(app)

@@ -26,13 +26,25 @@ CPU_SERVICES = {"api-cpu", "worker-cpu"}
 APP_SERVICES = GPU_SERVICES | CPU_SERVICES
 
 
-def _compose_dir(tmp_path: Path) -> Path:
-    """The compose project as a user has it after `cp .env.example .env`."""
+# What a user must add to the copied .env: the compose file refuses to start without them.
+REQUIRED_ENV = "API_KEYS=key-one,key-two\nFLOWER_BASIC_AUTH=admin:flower-pass\n"
+
+
+def _compose_dir(tmp_path: Path, *, required: bool = True) -> Path:
+    """The compose project as a user has it after `cp .env.example .env` and setting the two
+    required values (``required=False``: before setting them)."""
     for name in ("docker-compose.yml", ".env.example", ".dockerignore"):
         shutil.copy(REPO / name, tmp_path / name)
-    shutil.copy(REPO / ".env.example", tmp_path / ".env")
+    example = (REPO / ".env.example").read_text()
+    (tmp_path / ".env").write_text(example + (REQUIRED_ENV if required else ""))
     shutil.copytree(REPO / "docker", tmp_path / "docker")
     return tmp_path
+
+
+def _config(binary: str, project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [binary, *args, "config"], cwd=project, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +81,16 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
     device = api["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and device["device_ids"] == ["0"]
     assert {p["target"] for p in api["ports"]} == {8000}
+    # Secure defaults: the key reaches both APIs, Flower's login its command, its port loopback.
+    for name in ("api", "api-cpu"):
+        assert services[name]["environment"]["API_KEYS"] == "key-one,key-two", name
+    flower = services["flower"]
+    assert "--basic-auth=admin:flower-pass" in flower["command"]
+    # docker-compose 1.29 prints a port with a host address in the short form.
+    assert [str(p) for p in flower["ports"]] == ["127.0.0.1:5555:5555/tcp"]
 
     # A value set in .env reaches the containers' substitution.
-    (project / ".env").write_text("POSTGRES_PASSWORD=s3cret\nWORKER_GPU=1\n")
+    (project / ".env").write_text(REQUIRED_ENV + "POSTGRES_PASSWORD=s3cret\nWORKER_GPU=1\n")
     run = subprocess.run(
         [binary, "config"], cwd=project, capture_output=True, text=True, timeout=60
     )
@@ -80,6 +99,25 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
     assert ":s3cret@postgres" in services["worker"]["environment"]["DATABASE_URL"]
     worker_dev = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert worker_dev["device_ids"] == ["1"]
+
+
+@pytest.mark.parametrize("missing", ["API_KEYS", "FLOWER_BASIC_AUTH"])
+def test_docker_compose_refuses_to_start_without_a_key_or_flower_login(
+    tmp_path: Path, missing: str
+) -> None:
+    """An unedited .env (every setting commented out) is refused, naming what to set."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose not installed (apt-get install docker-compose)")
+    project = _compose_dir(tmp_path, required=False)
+    others = [line for line in REQUIRED_ENV.splitlines() if not line.startswith(f"{missing}=")]
+    (project / ".env").write_text("\n".join(others) + "\n")
+    run = _config(binary, project, "--profile", "cpu")
+    assert run.returncode != 0
+    assert f"set {missing} in .env" in run.stderr
+    # Setting it is enough.
+    (project / ".env").write_text(REQUIRED_ENV)
+    assert _config(binary, project, "--profile", "cpu").returncode == 0
 
 
 def test_docker_compose_config_rejects_a_broken_file(tmp_path: Path) -> None:
@@ -119,6 +157,20 @@ def test_gpu_reservations_only_on_gpu_services(compose: dict) -> None:
             assert devices[0]["capabilities"] == ["gpu"]
         else:
             assert not devices, name
+
+
+def test_secure_defaults(compose: dict) -> None:
+    """The APIs need a key (no default: `:?`), Flower a login and a loopback-only port."""
+    services = compose["services"]
+    for name in ("api", "api-cpu"):
+        keys = services[name]["environment"]["API_KEYS"]
+        assert keys.startswith("${API_KEYS:?"), (name, keys)
+        # It listens on every interface of its container: the key check is what protects it.
+        assert services[name]["command"][-3:] == ["0.0.0.0", "--port", "8000"]
+    flower = services["flower"]
+    auth = [arg for arg in flower["command"] if arg.startswith("--basic-auth=")]
+    assert auth and auth[0].startswith("--basic-auth=${FLOWER_BASIC_AUTH:?"), flower["command"]
+    assert flower["ports"] == ["${FLOWER_HOST_ADDRESS:-127.0.0.1}:${FLOWER_HOST_PORT:-5555}:5555"]
 
 
 def test_depends_on_waits_for_healthy_services(compose: dict) -> None:

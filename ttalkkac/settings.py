@@ -90,6 +90,35 @@ class Settings(BaseSettings):
         default=2 * 1024**3, ge=1024, description="Largest unpacked size of a dataset zip (bytes)."
     )
 
+    # --- retention (files the service no longer needs) -----------------------------------
+    checkpoint_retention: Literal["delete_on_end", "keep"] = Field(
+        default="delete_on_end",
+        description=(
+            "Checkpoints of ended jobs. 'delete_on_end': removed once a job has succeeded, "
+            "failed or been cancelled (an ended job is never resumed; the adapter, results and "
+            "loss plot stay), by the worker's sweep and at API start. 'keep': left for manual "
+            "inspection or resumption."
+        ),
+    )
+    merged_retention: Literal["active_only", "keep"] = Field(
+        default="active_only",
+        description=(
+            "Merged serving's copies of the base model (one <adapter>.merged folder per adapter "
+            "ever activated, the size of the base model). 'active_only': at API start, those of "
+            "adapters that are not active are removed (activating one again merges it again). "
+            "'keep': kept, so re-activating an adapter skips the merge."
+        ),
+    )
+    leftover_min_age_s: int = Field(
+        default=900,
+        ge=60,
+        description=(
+            "At API start, staging leftovers of crashed processes (.incoming-* uploads, "
+            "*.tmp-* merges, *.build-* demo models, .deleted-* removals) untouched this long "
+            "are removed; younger ones may belong to a process still writing them."
+        ),
+    )
+
     # --- models --------------------------------------------------------------------------
     base_model: str | None = Field(
         default=None,
@@ -316,7 +345,16 @@ class Settings(BaseSettings):
     # --- HTTP ----------------------------------------------------------------------------
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated bearer tokens. Empty: the API is open (logged at start).",
+        description="Comma-separated bearer tokens. Empty: the API is open (logged at start; only "
+        "on loopback unless ALLOW_UNAUTHENTICATED_NETWORK).",
+    )
+    allow_unauthenticated_network: bool = Field(
+        default=False,
+        description=(
+            "Let `ttalkkac api` / `ttalkkac up` listen on an address other than loopback "
+            "(127.0.0.1, ::1, localhost) with API_KEYS empty. Off: they refuse to start, since "
+            "anyone who can reach the port could train, delete and read everything."
+        ),
     )
     max_upload_bytes: int = Field(
         default=200 * 1024 * 1024, ge=1024, description="Largest dataset upload (bytes)."

@@ -86,6 +86,7 @@ def enqueue_training_job(app: Celery, job_id: str) -> None:
 
 def _sweep_forever(app: Celery, stop: threading.Event) -> None:
     from ttalkkac.jobs import recover_orphaned_jobs
+    from ttalkkac.retention import remove_ended_checkpoints
     from worker.tasks import database
 
     settings: Settings = app.ttalkkac_settings  # type: ignore[attr-defined]
@@ -100,6 +101,10 @@ def _sweep_forever(app: Celery, stop: threading.Event) -> None:
                 logger.warning("recovered orphaned jobs: %s", recovered)
         except Exception:
             logger.exception("orphaned-job sweep failed")
+        try:  # jobs ended by the sweep above, by a run, or by the API: their checkpoints
+            remove_ended_checkpoints(database(settings), settings)
+        except Exception:
+            logger.exception("checkpoint sweep failed")
         if stop.wait(settings.job_sweep_interval_s):
             return
 

@@ -1,15 +1,17 @@
-"""Adapters: list them (which one is active), show one, make one the default of /generate."""
+"""Adapters: list them (which one is active), show one, make one the default of /generate,
+delete one."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from anyio import from_thread
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
-from app.deps import AuthDep, SessionDep, SettingsDep
+from app.deps import AuthDep, DatabaseDep, SessionDep, SettingsDep
 from app.schemas import AdapterPublic, AdaptersPublic
 from app.serving import GeneratorDep, notify_active_changed
+from ttalkkac import retention
 from ttalkkac.adapters import BASE, ref_from_row, same_base_model
 from ttalkkac.errors import InvalidInput, NotFound
 from ttalkkac.evaluation.commands import check_better_than_active
@@ -115,3 +117,25 @@ def deactivate(request: Request, session: SessionDep, generator: GeneratorDep) -
     session.commit()
     from_thread.run_sync(notify_active_changed, request, None)
     return _listing(session, generator)
+
+
+# Declared after DELETE /adapters/active, so that "active" keeps meaning the deactivation.
+@router.delete(
+    "/{name}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        404: {"description": "Unknown adapter."},
+        409: {
+            "description": "It is the active adapter, or a queued or running evaluation scores it."
+        },
+    },
+    summary="Delete an adapter and its files",
+    description="Unregisters the adapter and removes its merged copy and its folder, unless the "
+    "folder is its training job's (removed with `DELETE /train/{id}`, allowed once the adapter "
+    "is gone). Evaluations of it are kept. Deactivate it or activate another first if it is "
+    "the active one.",
+)
+def delete_adapter(name: str, db: DatabaseDep, settings: SettingsDep) -> Response:
+    retention.delete_adapter(db, settings, name=name)
+    return Response(status_code=204)

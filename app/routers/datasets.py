@@ -1,14 +1,14 @@
-"""``/datasets``: upload (zip of the gold layout or chat JSONL), list, read."""
+"""``/datasets``: upload (zip of the gold layout or chat JSONL), list, read, delete."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, UploadFile
+from fastapi import APIRouter, Form, Query, Response, UploadFile
 
-from app.deps import AuthDep, OffsetQuery, SessionDep, SettingsDep
+from app.deps import AuthDep, DatabaseDep, OffsetQuery, SessionDep, SettingsDep
 from app.schemas import DatasetPublic, DatasetsPublic
-from ttalkkac import datasets
+from ttalkkac import datasets, retention
 from ttalkkac.errors import NotFound
 from ttalkkac.store import crud
 
@@ -51,3 +51,19 @@ def get_dataset(dataset_id: str, session: SessionDep) -> DatasetPublic:
     if row is None:
         raise NotFound(f"no dataset with id {dataset_id!r}")
     return DatasetPublic.from_row(row)
+
+
+@router.delete(
+    "/{dataset_id}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        404: {"description": "Unknown dataset."},
+        409: {"description": "A queued or running training job or evaluation uses it."},
+    },
+)
+def delete_dataset(dataset_id: str, db: DatabaseDep, settings: SettingsDep) -> Response:
+    """Delete the dataset and its files. Ended jobs and evaluations that used it are kept (their
+    `dataset_id` then names a deleted dataset)."""
+    retention.delete_dataset(db, settings, id=dataset_id)
+    return Response(status_code=204)

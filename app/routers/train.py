@@ -1,4 +1,4 @@
-"""``/train``: submit LoRA fine-tuning jobs, watch them, cancel them."""
+"""``/train``: submit LoRA fine-tuning jobs, watch them, cancel them, delete ended ones."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 
 from app.deps import MAX_OFFSET, AuthDep, DatabaseDep, OffsetQuery, SessionDep, SettingsDep
 from app.schemas import JobCreate, JobEventPublic, JobEventsPublic, JobPublic, JobsPublic
-from ttalkkac import jobs, webhooks
+from ttalkkac import jobs, retention, webhooks
 from ttalkkac.base_models import check_base_model
 from ttalkkac.datasets import check_filter
 from ttalkkac.errors import EngineUnavailable, NotFound
@@ -120,6 +120,25 @@ def list_events(
 def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
     """A queued job is cancelled now; a running one stops after its current optimizer step."""
     return JobPublic.from_row(jobs.cancel_job(session, id=job_id))
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        404: {"description": "Unknown job."},
+        409: {
+            "description": "The job has not ended, or the adapter it trained is still "
+            "registered (DELETE /adapters/{name} first)."
+        },
+    },
+)
+def delete_job(job_id: str, db: DatabaseDep, settings: SettingsDep) -> Response:
+    """Delete an ended job (succeeded, failed, cancelled): its events and its folder
+    (checkpoints, adapter files, results, loss plot). Its evaluations are kept."""
+    retention.delete_job(db, settings, id=job_id)
+    return Response(status_code=204)
 
 
 @router.get(

@@ -39,11 +39,15 @@ def api(
     """Serve the API. The engine loads in the background: GET /ready says when it can generate."""
     import uvicorn
 
+    from ttalkkac.exposure import listen_refusal
     from ttalkkac.logs import stdout_to_stderr
     from ttalkkac.settings import get_settings
 
-    stdout_to_stderr()  # a server has no result: its access log goes to stderr with the rest
     settings = get_settings()
+    if refusal := listen_refusal(host, settings):
+        typer.echo(f"error: {refusal}", err=True)
+        raise typer.Exit(2)
+    stdout_to_stderr()  # a server has no result: its access log goes to stderr with the rest
     # One process: the engine lives in it (vLLM starts its own engine process beside it).
     uvicorn.run(
         "app.main:create_app",

@@ -284,11 +284,16 @@ def up(
 ) -> None:
     """Start the whole service: API (with its vLLM engine) and a training worker. Ctrl-C stops all."""
     from ttalkkac.broker import resolve_broker
+    from ttalkkac.exposure import listen_refusal
     from ttalkkac.logs import configure_logging, redact_url
     from ttalkkac.settings import get_settings
     from ttalkkac.store.db import Database
 
     settings = get_settings()
+    # Before anything starts: the API child would refuse too, after the model build.
+    if refusal := listen_refusal(host, settings):
+        typer.echo(f"error: {refusal}", err=True)
+        raise typer.Exit(2)
     configure_logging(settings.log_level)
     if not port_is_free(host, port):
         typer.echo(f"error: port {port} on {host} is in use; pick another with --port", err=True)

@@ -33,7 +33,17 @@ STAMP_FILE = "ttalkkac-merge.json"
 
 
 def merged_dir_for(adapter: AdapterRef) -> Path:
-    return adapter.path.parent / f"{adapter.path.name}{MERGED_SUFFIX}"
+    return merged_dir_of(adapter.path)
+
+
+def merged_dir_of(adapter_dir: Path) -> Path:
+    """Where the merged copy of the adapter in ``adapter_dir`` lives: beside it."""
+    return adapter_dir.parent / f"{adapter_dir.name}{MERGED_SUFFIX}"
+
+
+def merge_lock_path(merged_dir: Path) -> Path:
+    """The lock held while ``merged_dir`` is built (and, by retention, while it is removed)."""
+    return merged_dir.with_name(f".{merged_dir.name}.lock")
 
 
 def _stamp(base_model: str, adapter: AdapterRef) -> dict[str, Any]:
@@ -66,7 +76,7 @@ def read_stamp(folder: Path) -> dict[str, Any] | None:
 def ensure_merged(base_model: str, adapter: AdapterRef) -> Path:
     """The folder of ``base_model`` with ``adapter`` merged in; built only when missing or stale."""
     out = merged_dir_for(adapter)
-    with file_lock(out.with_name(f".{out.name}.lock")):
+    with file_lock(merge_lock_path(out)):
         wanted = _stamp(base_model, adapter)
         if read_stamp(out) == wanted:
             logger.info("reusing merged weights of adapter %r at %s", adapter.name, out)

@@ -7,13 +7,23 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ttalkkac.errors import Conflict, NotFound
 from ttalkkac.store import hooks
-from ttalkkac.store.models import Adapter, Dataset, JobEvent, JobStatus, TrainingJob, utcnow
+from ttalkkac.store.models import (
+    TERMINAL_STATUSES,
+    Adapter,
+    Dataset,
+    DatasetDeletion,
+    Evaluation,
+    JobEvent,
+    JobStatus,
+    TrainingJob,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,17 +49,55 @@ def create_dataset(
 
 
 def get_dataset(session: Session, *, id: str) -> Dataset | None:
-    return session.get(Dataset, id)
+    """The dataset, or None when there is none or it was deleted (see ``delete_dataset``)."""
+    dataset = session.get(Dataset, id)
+    if dataset is None or session.get(DatasetDeletion, id) is not None:
+        return None
+    return dataset
+
+
+def _not_deleted() -> Any:
+    return ~exists().where(DatasetDeletion.dataset_id == Dataset.id)
 
 
 def list_datasets(
     session: Session, *, offset: int = 0, limit: int = 100
 ) -> tuple[list[Dataset], int]:
-    count = session.scalar(select(func.count()).select_from(Dataset)) or 0
+    count = session.scalar(select(func.count()).select_from(Dataset).where(_not_deleted())) or 0
     rows = session.scalars(
-        select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id).offset(offset).limit(limit)
+        select(Dataset)
+        .where(_not_deleted())
+        .order_by(Dataset.created_at.desc(), Dataset.id)
+        .offset(offset)
+        .limit(limit)
     ).all()
     return list(rows), count
+
+
+def delete_dataset(session: Session, *, id: str) -> bool:
+    """Delete a dataset's row; True when this call deleted it (False: none, or deleted already).
+
+    Ended jobs and evaluations keep naming the data they used (their ``dataset_id`` foreign
+    keys): while any row does, the dataset row stays, marked deleted (``DatasetDeletion``), and
+    every read treats it as missing. Otherwise the row goes. Callers check first that no
+    queued or running job or evaluation still needs it.
+    """
+    if get_dataset(session, id=id) is None:
+        return False
+    referenced = session.scalar(
+        select(
+            exists().where(TrainingJob.dataset_id == id)
+            | exists().where(Evaluation.dataset_id == id)
+        )
+    )
+    if not referenced:
+        return session.execute(delete(Dataset).where(Dataset.id == id)).rowcount == 1
+    try:
+        with session.begin_nested():
+            session.add(DatasetDeletion(dataset_id=id))
+    except IntegrityError:  # a concurrent delete marked it first
+        return False
+    return True
 
 
 # --- training jobs ---------------------------------------------------------------------------
@@ -111,6 +159,47 @@ def jobs_with_status(
     return list(
         session.scalars(select(TrainingJob).where(*where).order_by(TrainingJob.created_at)).all()
     )
+
+
+def jobs_using_dataset(session: Session, *, dataset_id: str, statuses: Iterable[str]) -> list[str]:
+    """Ids of the jobs in ``statuses`` that train on ``dataset_id``."""
+    return list(
+        session.scalars(
+            select(TrainingJob.id).where(
+                TrainingJob.dataset_id == dataset_id,
+                TrainingJob.status.in_([str(s) for s in statuses]),
+            )
+        ).all()
+    )
+
+
+def delete_job(session: Session, *, id: str) -> bool:
+    """Delete an ended job whose adapter is not registered; True when this call deleted it.
+
+    One conditional DELETE, so a job cannot be deleted while it still runs or once an adapter
+    names it. The schema's ON DELETE rules do the rest in the same statement: the job's events
+    go with it, evaluations keep their rows with ``training_job_id`` set to NULL.
+    """
+    result = session.execute(
+        delete(TrainingJob).where(
+            TrainingJob.id == id,
+            TrainingJob.status.in_([s.value for s in TERMINAL_STATUSES]),
+            ~exists().where(Adapter.job_id == id),
+        )
+    )
+    return result.rowcount == 1
+
+
+def job_statuses(session: Session, *, ids: Iterable[str]) -> dict[str, str]:
+    """The status of each job of ``ids`` that exists."""
+    wanted, found = list(ids), {}
+    for start in range(0, len(wanted), 500):  # bounded IN lists: every driver takes 500
+        chunk = wanted[start : start + 500]
+        rows = session.execute(
+            select(TrainingJob.id, TrainingJob.status).where(TrainingJob.id.in_(chunk))
+        )
+        found.update({row[0]: row[1] for row in rows})
+    return found
 
 
 def newest_first(
@@ -328,3 +417,21 @@ def activate_adapter(session: Session, *, name: str) -> Adapter:
 
 def deactivate_adapters(session: Session) -> None:
     session.execute(update(Adapter).where(Adapter.is_active.is_(True)).values(is_active=False))
+
+
+def delete_adapter(session: Session, *, name: str) -> bool:
+    """Unregister an adapter unless it is the active one; True when this call deleted it.
+
+    Conditional on ``is_active`` in the DELETE itself, so an activation racing the deletion
+    either lands first (nothing is deleted) or finds no adapter. Evaluations name adapters by
+    name, not by key: their rows stay, as the history of what was measured.
+    """
+    result = session.execute(
+        delete(Adapter).where(Adapter.name == name, Adapter.is_active.is_(False))
+    )
+    return result.rowcount == 1
+
+
+def adapter_for_job(session: Session, *, job_id: str) -> Adapter | None:
+    """The registered adapter a job trained (by ``job_id``), if it is still registered."""
+    return session.scalars(select(Adapter).where(Adapter.job_id == job_id)).first()

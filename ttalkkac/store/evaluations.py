@@ -158,3 +158,19 @@ def latest_succeeded(
         return rows[0] if rows else None
     # Same selection (split fraction and seed) too: JSON columns do not compare portably in SQL.
     return next((row for row in rows if row.selection == same_as.selection), None)
+
+
+def evaluations_using(
+    session: Session,
+    *,
+    statuses: Iterable[str],
+    dataset_id: str | None = None,
+    adapter: str | None = None,
+) -> list[str]:
+    """Ids of the evaluations in ``statuses`` of ``dataset_id`` and/or ``adapter``."""
+    where = [Evaluation.status.in_([str(s) for s in statuses])]
+    if dataset_id is not None:
+        where.append(Evaluation.dataset_id == dataset_id)
+    if adapter is not None:
+        where.append(Evaluation.adapter == adapter)
+    return list(session.scalars(select(Evaluation.id).where(*where)).all())

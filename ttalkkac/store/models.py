@@ -88,6 +88,22 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class DatasetDeletion(Base):
+    """A deleted dataset whose row is kept because ended jobs or evaluations still name it.
+
+    Their ``dataset_id`` foreign keys stay valid (history: which data a job was trained on);
+    the files are gone and the store's reads treat the dataset as missing. A table of its own:
+    a new table is the one schema change ``create_all`` applies to an existing store.
+    """
+
+    __tablename__ = "dataset_deletions"
+
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class TrainingJob(Base):
     __tablename__ = "training_jobs"
 

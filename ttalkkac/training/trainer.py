@@ -31,6 +31,7 @@ from ttalkkac.errors import DataError, JobCancelled, JobInterrupted
 from ttalkkac.hardware import Device
 from ttalkkac.training.callbacks import CancelCallback, ProgressCallback
 from ttalkkac.training.report import (
+    CHECKPOINTS_DIR,
     LOG_HISTORY_FILE,
     LOSS_PLOT_FILE,
     RESULTS_FILE,
@@ -43,7 +44,6 @@ from ttalkkac.training.spec import RunPlan, TrainSpec, plan_run
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS_DIR = "checkpoints"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 
