@@ -18,6 +18,7 @@ from ttalkkac.datasets import check_filter
 from ttalkkac.errors import EngineUnavailable, NotFound
 from ttalkkac.store import crud
 from ttalkkac.store.models import TrainingJob
+from ttalkkac.training.tracking import check_tracking
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ def create_job(
     body: JobCreate, request: Request, settings: SettingsDep, db: DatabaseDep
 ) -> JobPublic:
     """Queue a job. The row is committed before the task is sent, so a worker always finds it."""
+    check_tracking(body.hyperparameters, settings)
     base_model = check_base_model(body.base_model, settings) if body.base_model else None
     base_model = base_model or settings.base_model
     with db.session() as session:
