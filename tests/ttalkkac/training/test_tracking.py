@@ -65,6 +65,27 @@ def test_mlflow_is_refused_without_a_tracking_uri(tmp_path: Path) -> None:
     check_tracking(TrainSpec(report_to="tensorboard"), Settings(data_dir=tmp_path))
 
 
+def test_a_worker_without_a_tracking_uri_refuses_before_training(tmp_path: Path) -> None:
+    from ttalkkac.training.tracking import tracking_env
+
+    with (
+        pytest.raises(InvalidInput, match="this worker has no MLFLOW_TRACKING_URI"),
+        tracking_env("mlflow", Tracking(run_name="job_x"), tmp_path),
+    ):
+        pytest.fail("entered the run")
+
+
+def test_the_environment_is_restored_when_the_run_fails(tmp_path: Path, monkeypatch) -> None:
+    from ttalkkac.training.tracking import tracking_env
+
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", "/somewhere/else")
+    with pytest.raises(RuntimeError), tracking_env("tensorboard", Tracking("job_x"), tmp_path):
+        assert os.environ["TENSORBOARD_LOGGING_DIR"] == str(tmp_path / "tensorboard")
+        assert (tmp_path / "tensorboard").is_dir()
+        raise RuntimeError("training failed")
+    assert os.environ["TENSORBOARD_LOGGING_DIR"] == "/somewhere/else"
+
+
 @pytest.mark.slow
 def test_tensorboard_event_files_hold_the_losses(
     tiny_model_dir: Path, tmp_path: Path, one_thread
