@@ -199,6 +199,57 @@ class JobEventsPublic(BaseModel):
     next_after: int = Field(description="Pass as ?after= to get only newer events.")
 
 
+class CheckpointPublic(BaseModel):
+    """A complete checkpoint of a job, with its losses from the Trainer's state."""
+
+    step: int = Field(description="Optimizer step it was saved at.")
+    epoch: float | None
+    train_loss: float | None = Field(description="Last training loss logged up to this step.")
+    eval_loss: float | None = Field(description="Validation loss at this step, if evaluated.")
+    size_bytes: int = Field(description="The folder's size (adapter, optimizer state, state).")
+    is_best: bool = Field(description="Lowest validation loss so far (the one a run ships).")
+    created_at: datetime
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Any) -> CheckpointPublic:
+        return cls(
+            step=checkpoint.step,
+            epoch=checkpoint.epoch,
+            train_loss=checkpoint.train_loss,
+            eval_loss=checkpoint.eval_loss,
+            size_bytes=checkpoint.size_bytes,
+            is_best=checkpoint.is_best,
+            created_at=checkpoint.created_at,
+        )
+
+
+class CheckpointsPublic(BaseModel):
+    data: list[CheckpointPublic]
+    count: int
+    keep_checkpoints: bool = Field(
+        description="The job keeps them after it succeeds (hyperparameters.keep_checkpoints); "
+        "otherwise they exist only while it runs or after it failed."
+    )
+
+
+class CheckpointAdapterCreate(RequestModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Name of the new adapter. Default: the job's adapter name + '-step<step>'.",
+        examples=["smollm2-meetings-v1-step40"],
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str | None) -> str | None:
+        if value == "base":
+            raise ValueError("'base' is reserved for the base model")
+        return value
+
+
 # --- adapters --------------------------------------------------------------------------------
 
 

@@ -52,6 +52,17 @@ def settings(tmp_path: Path):
 
 
 @pytest.fixture(scope="session")
+def one_thread() -> Iterator[None]:
+    """Tiny models train faster on one thread, and the suite shares two cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Qwen3 with a trained BPE tokenizer, built once per session."""
     from tests.utils.tiny_model import build_tiny_qwen3

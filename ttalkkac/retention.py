@@ -61,7 +61,7 @@ from ttalkkac.store import crud
 from ttalkkac.store import evaluations as evaluation_store
 from ttalkkac.store.db import Database
 from ttalkkac.store.models import TERMINAL_STATUSES, Adapter, JobStatus
-from ttalkkac.training.report import CHECKPOINTS_DIR
+from ttalkkac.training.layout import CHECKPOINTS_DIR
 
 logger = logging.getLogger(__name__)
 

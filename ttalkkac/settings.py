@@ -342,6 +342,25 @@ class Settings(BaseSettings):
         default=10, gt=0, le=120, description="Timeout of one webhook request (seconds)."
     )
 
+    # --- experiment tracking and downloads ----------------------------------------------
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking server of jobs with hyperparameters.report_to='mlflow' "
+        "(e.g. http://mlflow:5000); the worker hands it to transformers' MLflowCallback. Unset: "
+        "such jobs are refused (422).",
+    )
+    mlflow_experiment: str = Field(
+        default="ttalkkac",
+        min_length=1,
+        description="MLflow experiment of those runs (each run is named after its job).",
+    )
+    download_max_bytes: int = Field(
+        default=64 * 1024**3,
+        ge=1024,
+        description="Largest zip the API streams (GET /adapters/{name}/download, "
+        "/train/{id}/tensorboard.zip), counted before compression; larger is 413.",
+    )
+
     # --- HTTP ----------------------------------------------------------------------------
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -399,6 +418,11 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        """Adapters registered from a job's checkpoint (copies; the job folder may go)."""
+        return self.data_dir / "adapters"
 
     @property
     def resolved_database_url(self) -> str:

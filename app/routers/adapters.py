@@ -7,14 +7,17 @@ from typing import Annotated, Any
 
 from anyio import from_thread
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from app.deps import AuthDep, DatabaseDep, SessionDep, SettingsDep
+from app.downloads import ZIP_RESPONSE, zip_response
 from app.schemas import AdapterPublic, AdaptersPublic
 from app.serving import GeneratorDep, notify_active_changed
 from ttalkkac import retention
 from ttalkkac.adapters import BASE, ref_from_row, same_base_model
 from ttalkkac.errors import InvalidInput, NotFound
 from ttalkkac.evaluation.commands import check_better_than_active
+from ttalkkac.export import adapter_export
 from ttalkkac.inference.service import PlanGenerator
 from ttalkkac.store import crud
 
@@ -56,6 +59,31 @@ def get_adapter(name: str, session: SessionDep, generator: GeneratorDep) -> Adap
     if row is None:
         raise NotFound(f"no adapter named {name!r}")
     return _public(row, generator)
+
+
+@router.get(
+    "/{name}/download",
+    response_class=StreamingResponse,
+    responses=ZIP_RESPONSE,
+    summary="Download an adapter (safetensors + config), or its merged model",
+    description="The adapter's `adapter_model.safetensors`, `adapter_config.json` and README: "
+    "load it with PEFT (`PeftModel.from_pretrained(base, folder)`) or vLLM's LoRA support. "
+    "`merged=true`: the base model with this adapter merged in (safetensors, configs, "
+    "tokenizer), if merged serving has built that copy from the adapter's current weights "
+    "(404 otherwise).",
+)
+def download_adapter(
+    name: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    merged: Annotated[
+        bool, Query(description="The merged model copy instead of the adapter.")
+    ] = False,
+) -> StreamingResponse:
+    row = crud.get_adapter(session, name=name)
+    if row is None:
+        raise NotFound(f"no adapter named {name!r}")
+    return zip_response(adapter_export(row, settings, merged=merged))
 
 
 @router.post(

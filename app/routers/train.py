@@ -7,17 +7,31 @@ import logging
 import threading
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
 
 from app.deps import MAX_OFFSET, AuthDep, DatabaseDep, OffsetQuery, SessionDep, SettingsDep
-from app.schemas import JobCreate, JobEventPublic, JobEventsPublic, JobPublic, JobsPublic
-from ttalkkac import jobs, retention, webhooks
+from app.downloads import ZIP_RESPONSE, zip_response
+from app.schemas import (
+    AdapterPublic,
+    CheckpointAdapterCreate,
+    CheckpointPublic,
+    CheckpointsPublic,
+    JobCreate,
+    JobEventPublic,
+    JobEventsPublic,
+    JobPublic,
+    JobsPublic,
+)
+from ttalkkac import checkpoints, jobs, retention, webhooks
 from ttalkkac.base_models import check_base_model
 from ttalkkac.datasets import check_filter
 from ttalkkac.errors import EngineUnavailable, NotFound
+from ttalkkac.export import tensorboard_export
 from ttalkkac.store import crud
 from ttalkkac.store.models import TrainingJob
+from ttalkkac.training.spec import TrainSpec
+from ttalkkac.training.tracking import check_tracking
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +63,7 @@ def create_job(
     body: JobCreate, request: Request, settings: SettingsDep, db: DatabaseDep
 ) -> JobPublic:
     """Queue a job. The row is committed before the task is sent, so a worker always finds it."""
+    check_tracking(body.hyperparameters, settings)
     base_model = check_base_model(body.base_model, settings) if body.base_model else None
     base_model = base_model or settings.base_model
     with db.session() as session:
@@ -164,3 +179,57 @@ def loss_plot(job_id: str, session: SessionDep, settings: SettingsDep) -> Respon
     return Response(
         buffer.getvalue(), media_type="image/png", headers={"Cache-Control": "no-store"}
     )
+
+
+@router.get(
+    "/{job_id}/tensorboard.zip",
+    response_class=StreamingResponse,
+    responses=ZIP_RESPONSE,
+    summary="The job's TensorBoard event files, as a zip",
+    description="Jobs submitted with `hyperparameters.report_to='tensorboard'`; also while they "
+    "run. Unzip and run `tensorboard --logdir <folder>`.",
+)
+def tensorboard_zip(job_id: str, session: SessionDep, settings: SettingsDep) -> StreamingResponse:
+    _job_or_404(session, job_id)
+    return zip_response(tensorboard_export(job_id, jobs.job_dir(settings, job_id), settings))
+
+
+_NO_BODY = CheckpointAdapterCreate()  # no body: the default name
+StepPath = Annotated[int, Path(ge=1, le=MAX_OFFSET, description="The checkpoint's step.")]
+
+
+@router.get("/{job_id}/checkpoints", response_model=CheckpointsPublic)
+def list_checkpoints(job_id: str, session: SessionDep, settings: SettingsDep) -> CheckpointsPublic:
+    """Complete checkpoints, oldest first: while a job runs the best and the last; after it
+    succeeded, all of them if it was submitted with `hyperparameters.keep_checkpoints`."""
+    job = _job_or_404(session, job_id)
+    found = checkpoints.list_checkpoints(jobs.job_dir(settings, job_id))
+    return CheckpointsPublic(
+        data=[CheckpointPublic.from_checkpoint(c) for c in found],
+        count=len(found),
+        keep_checkpoints=TrainSpec.from_stored(job.hyperparameters or {}).keep_checkpoints,
+    )
+
+
+@router.post(
+    "/{job_id}/checkpoints/{step}/adapter",
+    status_code=201,
+    response_model=AdapterPublic,
+    responses={
+        404: {"description": "Unknown job, or no complete checkpoint at that step."},
+        409: {"description": "The adapter name is taken, or the job has not started."},
+    },
+    summary="Register a checkpoint as an adapter",
+)
+def register_checkpoint(
+    job_id: str,
+    step: StepPath,
+    session: SessionDep,
+    settings: SettingsDep,
+    body: CheckpointAdapterCreate = _NO_BODY,
+) -> AdapterPublic:
+    """Its adapter files are copied under the data folder, so the adapter outlives the job's
+    checkpoints; then it is served, evaluated and downloaded like any other adapter."""
+    job = _job_or_404(session, job_id)
+    row = checkpoints.register_checkpoint(session, settings, job=job, step=step, name=body.name)
+    return AdapterPublic.model_validate(row, from_attributes=True)

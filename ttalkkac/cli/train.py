@@ -20,7 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ttalkkac.errors import DataError
+from ttalkkac.errors import DataError, InvalidInput
 from ttalkkac.logs import configure_logging
 from ttalkkac.settings import get_settings
 from ttalkkac.training.reporter import Reporter
@@ -138,6 +138,13 @@ def train(
     max_eval_samples: Annotated[
         int | None, typer.Option(help="Validation examples evaluated during training [all].")
     ] = None,
+    report_to: Annotated[
+        str | None,
+        typer.Option(help="none | tensorboard (<out>/tensorboard) | mlflow (MLFLOW_TRACKING_URI)."),
+    ] = None,
+    keep_checkpoints: Annotated[
+        bool, typer.Option(help="Keep every checkpoint under <out>/checkpoints.")
+    ] = False,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "WARNING",
 ) -> None:
     """Fine-tune a LoRA adapter on gold data; writes the adapter, results and loss curve."""
@@ -160,6 +167,8 @@ def train(
             "val_fraction": val_fraction,
             "seed": seed,
             "max_eval_samples": max_eval_samples,
+            "report_to": report_to,
+            "keep_checkpoints": keep_checkpoints,
             "lora": {
                 "r": lora_r,
                 "alpha": lora_alpha,
@@ -171,6 +180,14 @@ def train(
         }
     )
     from ttalkkac.data.gold import load_gold
+    from ttalkkac.training.tracking import check_tracking
+
+    try:
+        check_tracking(spec, get_settings())
+    except InvalidInput as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    from ttalkkac.training.tracking import Tracking
     from ttalkkac.training.trainer import TrainData, train_lora
 
     try:
@@ -210,8 +227,9 @@ def train(
                 spec=spec,
                 out_dir=out,
                 reporter=ConsoleReporter(progress),
+                tracking=Tracking.from_settings(get_settings(), run_name=out.name),
             )
-        except DataError as exc:
+        except InvalidInput as exc:  # DataError among them
             console.print(f"[red]{exc.message}[/]")
             raise typer.Exit(1) from exc
     summary = {

@@ -73,6 +73,15 @@ def read_stamp(folder: Path) -> dict[str, Any] | None:
         return None
 
 
+def built_from(folder: Path, adapter: AdapterRef) -> bool:
+    """Whether the merged ``folder`` holds ``adapter``'s current weights (its stamp says so)."""
+    stamp = read_stamp(folder)
+    weights = adapter.path / WEIGHTS_FILE
+    return (
+        stamp is not None and weights.is_file() and stamp.get("adapter_sha256") == _sha256(weights)
+    )
+
+
 def ensure_merged(base_model: str, adapter: AdapterRef) -> Path:
     """The folder of ``base_model`` with ``adapter`` merged in; built only when missing or stale."""
     out = merged_dir_for(adapter)

@@ -23,6 +23,7 @@ from ttalkkac.store import crud
 from ttalkkac.store.db import Database
 from ttalkkac.store.models import JobStatus, TrainingJob, utcnow
 from ttalkkac.training.spec import TrainSpec
+from ttalkkac.training.tracking import Tracking
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def _execute(
             out_dir=out_dir,
             reporter=reporter,
             resume=True,
+            tracking=Tracking.from_settings(settings, run_name=job_id),
         )
         return _finish(db, settings, job, reporter, out_dir, base_model, results)
     except JobCancelled as exc:

@@ -13,7 +13,6 @@ from typing import Any, BinaryIO
 logger = logging.getLogger(__name__)
 
 # A run's folder: the adapter and these files; ``checkpoints/`` while it trains (resumes read it).
-CHECKPOINTS_DIR = "checkpoints"
 RESULTS_FILE = "training_results.json"
 LOG_HISTORY_FILE = "log_history.json"
 LOSS_PLOT_FILE = "loss.png"

@@ -43,6 +43,8 @@ GUIDE_TARGET_MODULES: tuple[str, ...] = (
 KNOWN_TARGET_MODULES: frozenset[str] = frozenset(GUIDE_TARGET_MODULES)
 
 Precision = Literal["fp16", "bf16", "fp32", "auto"]
+# transformers' integration names (TrainingArguments.report_to); see ttalkkac.training.tracking.
+ReportTo = Literal["none", "tensorboard", "mlflow"]
 
 # Settings of removed features that job rows stored before the removal may still hold.
 LEGACY_KEYS: frozenset[str] = frozenset({"generation_check_samples", "generation_max_new_tokens"})
@@ -149,6 +151,24 @@ class TrainSpec(BaseModel):
         description="Validation examples evaluated during training (all when null; CPUs want few).",
     )
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
+    report_to: ReportTo = Field(
+        default="none",
+        description=(
+            "Experiment tracking through transformers' integrations: 'tensorboard' writes event "
+            "files into the job folder (GET /train/{id}/tensorboard.zip), 'mlflow' logs to the "
+            "service's MLFLOW_TRACKING_URI (refused when it has none), one run named after the "
+            "job."
+        ),
+    )
+    keep_checkpoints: bool = Field(
+        default=False,
+        description=(
+            "Keep every checkpoint (one per eval_steps) after a successful run, to list them "
+            "and register any as an adapter. Default: only the best and the last are kept while "
+            "training, and all are removed when it succeeds (each holds the optimizer state, "
+            "about three times the adapter's size)."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod

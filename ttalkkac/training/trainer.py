@@ -30,8 +30,8 @@ from typing import Any
 from ttalkkac.errors import DataError, JobCancelled, JobInterrupted
 from ttalkkac.hardware import Device
 from ttalkkac.training.callbacks import CancelCallback, ProgressCallback
+from ttalkkac.training.layout import CHECKPOINTS_DIR
 from ttalkkac.training.report import (
-    CHECKPOINTS_DIR,
     LOG_HISTORY_FILE,
     LOSS_PLOT_FILE,
     RESULTS_FILE,
@@ -41,6 +41,7 @@ from ttalkkac.training.report import (
 )
 from ttalkkac.training.reporter import Reporter
 from ttalkkac.training.spec import RunPlan, TrainSpec, plan_run
+from ttalkkac.training.tracking import Tracking, tracking_env
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,9 @@ def _load_model(base_model: str, precision: str) -> Any:
     return model
 
 
-def _training_args(spec: TrainSpec, plan: RunPlan, out_dir: Path, has_val: bool, device: Device):
+def _training_args(
+    spec: TrainSpec, plan: RunPlan, out_dir: Path, has_val: bool, device: Device, run_name: str
+):
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -175,8 +178,8 @@ def _training_args(spec: TrainSpec, plan: RunPlan, out_dir: Path, has_val: bool,
         save_strategy="steps",
         save_steps=plan.eval_steps,
         # Best (by eval loss) and last survive rotation: the best is what we ship, the last is
-        # where a redelivered job resumes.
-        save_total_limit=2,
+        # where a redelivered job resumes. keep_checkpoints: every one, for the user to pick.
+        save_total_limit=None if spec.keep_checkpoints else 2,
         load_best_model_at_end=has_val,
         metric_for_best_model="eval_loss" if has_val else None,
         greater_is_better=False if has_val else None,
@@ -189,7 +192,10 @@ def _training_args(spec: TrainSpec, plan: RunPlan, out_dir: Path, has_val: bool,
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
         prediction_loss_only=True,
-        report_to="none",
+        # transformers' own TensorBoard / MLflow callbacks; tracking_env points them at the
+        # job folder and the deployment's server.
+        report_to=spec.report_to,
+        run_name=run_name,
         disable_tqdm=True,
         seed=spec.seed,
         data_seed=spec.seed,
@@ -223,8 +229,12 @@ def train_lora(
     reporter: Reporter | None = None,
     resume: bool = True,
     device: Device | None = None,
+    tracking: Tracking | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``base_model`` on ``data``; return the results also written to ``out_dir``.
+
+    ``tracking``: the run's name and MLflow server for ``spec.report_to`` (default: named after
+    ``out_dir``, no server).
 
     Raises ``JobCancelled`` when the reporter asked to stop, ``JobInterrupted`` after saving a
     checkpoint when it asked to be interrupted, ``DataError`` when nothing fits.
@@ -276,55 +286,62 @@ def train_lora(
             "no validation examples: no evaluation, the last checkpoint is kept", level="warning"
         )
 
-    model = get_peft_model(_load_model(base_model, plan.precision), spec.to_peft_config())
-    trainable, total = model.get_nb_trainable_parameters()
-    args = _training_args(spec, plan, out_dir, bool(val_set), device)
-    cancel = CancelCallback(reporter)
-    trainer_class = _answer_logits_trainer() if spec.answer_logits_only else Trainer
-    trainer = trainer_class(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=val_set or None,
-        data_collator=PadCollator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
-        callbacks=[ProgressCallback(reporter), cancel],
-    )
-    # Our reporter replaces the printer that prints every log dict to stdout.
-    trainer.remove_callback(PrinterCallback)
+    tracking = tracking or Tracking(run_name=out_dir.name)
+    # The integrations read their environment when the trainer is built and when it starts.
+    with tracking_env(spec.report_to, tracking, out_dir):
+        model = get_peft_model(_load_model(base_model, plan.precision), spec.to_peft_config())
+        trainable, total = model.get_nb_trainable_parameters()
+        args = _training_args(spec, plan, out_dir, bool(val_set), device, tracking.run_name)
+        cancel = CancelCallback(reporter)
+        trainer_class = _answer_logits_trainer() if spec.answer_logits_only else Trainer
+        trainer = trainer_class(
+            model=model,
+            args=args,
+            train_dataset=train_set,
+            eval_dataset=val_set or None,
+            data_collator=PadCollator(tokenizer.pad_token_id),
+            processing_class=tokenizer,
+            callbacks=[ProgressCallback(reporter), cancel],
+        )
+        # Our reporter replaces the printer that prints every log dict to stdout.
+        trainer.remove_callback(PrinterCallback)
 
-    checkpoint = None
-    ckpt_root = out_dir / CHECKPOINTS_DIR
-    if resume and ckpt_root.is_dir():
-        checkpoint = last_complete_checkpoint(ckpt_root, reporter)
-    reporter.event(
-        f"training {base_model} on {device.kind}: {plan.total_steps} steps, "
-        f"{trainable:,} trainable of {total:,} parameters"
-        + (f", resuming from {Path(checkpoint).name}" if checkpoint else ""),
-        data={
-            "plan": plan.as_dict(),
-            "trainable_parameters": trainable,
-            "total_parameters": total,
-            "resumed_from": Path(checkpoint).name if checkpoint else None,
-            "device": device.kind,
-        },
-    )
+        checkpoint = None
+        ckpt_root = out_dir / CHECKPOINTS_DIR
+        if resume and ckpt_root.is_dir():
+            checkpoint = last_complete_checkpoint(ckpt_root, reporter)
+        reporter.event(
+            f"training {base_model} on {device.kind}: {plan.total_steps} steps, "
+            f"{trainable:,} trainable of {total:,} parameters"
+            + (f", resuming from {Path(checkpoint).name}" if checkpoint else ""),
+            data={
+                "plan": plan.as_dict(),
+                "trainable_parameters": trainable,
+                "total_parameters": total,
+                "resumed_from": Path(checkpoint).name if checkpoint else None,
+                "device": device.kind,
+            },
+        )
 
-    tokens_before = 0
-    if checkpoint:
-        from transformers import TrainerState
+        tokens_before = 0
+        if checkpoint:
+            from transformers import TrainerState
 
-        tokens_before = TrainerState.load_from_json(
-            str(Path(checkpoint) / "trainer_state.json")
-        ).num_input_tokens_seen
-    started = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
-    wall_s = time.perf_counter() - started
-    if cancel.cancelled:
-        raise JobCancelled(f"cancelled at step {trainer.state.global_step}")
-    if cancel.interrupted:
-        step = trainer.state.global_step
-        raise JobInterrupted(f"stopped at step {step} for a shutdown; checkpoint-{step} saved")
+            tokens_before = TrainerState.load_from_json(
+                str(Path(checkpoint) / "trainer_state.json")
+            ).num_input_tokens_seen
+        started = time.perf_counter()
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+        wall_s = time.perf_counter() - started
+        if cancel.cancelled:
+            raise JobCancelled(f"cancelled at step {trainer.state.global_step}")
+        if cancel.interrupted:
+            step = trainer.state.global_step
+            raise JobInterrupted(f"stopped at step {step} for a shutdown; checkpoint-{step} saved")
+        # The final evaluation below re-scores the best checkpoint, already logged at its
+        # step; logged again it would land after the integrations closed their run (MLflow's
+        # fluent API would open a second, unnamed one).
+        _drop_integration_callbacks(trainer)
 
     state = trainer.state
     best_step = _checkpoint_step(state.best_model_checkpoint)
@@ -378,13 +395,22 @@ def train_lora(
     write_json(out_dir / LOG_HISTORY_FILE, state.log_history)
     plot_loss(state.log_history, out_dir / LOSS_PLOT_FILE, title=f"LoRA on {Path(base_model).name}")
     write_json(out_dir / RESULTS_FILE, results)  # last: the mark of a finished run
-    # The shipped adapter is the best checkpoint's; optimizer states are dead weight now. A
-    # kill during this removal is harmless: a resume finds the results above and stops there.
-    shutil.rmtree(ckpt_root, ignore_errors=True)
+    # The shipped adapter is the best checkpoint's; optimizer states are dead weight now, unless
+    # the user asked to keep every checkpoint. A kill during this removal is harmless: a
+    # resume finds the results above and stops there.
+    if not spec.keep_checkpoints:
+        shutil.rmtree(ckpt_root, ignore_errors=True)
     reporter.event(
         "results written", data={"files": [RESULTS_FILE, LOG_HISTORY_FILE, LOSS_PLOT_FILE]}
     )
     return results
+
+
+def _drop_integration_callbacks(trainer: Any) -> None:
+    from transformers.integrations import MLflowCallback, TensorBoardCallback
+
+    for callback in (TensorBoardCallback, MLflowCallback):
+        trainer.remove_callback(callback)
 
 
 def finished_results(out_dir: Path, *, spec: TrainSpec, base_model: str) -> dict[str, Any] | None:
@@ -397,11 +423,12 @@ def finished_results(out_dir: Path, *, spec: TrainSpec, base_model: str) -> dict
         results = json.loads((out_dir / RESULTS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    same_run = (
-        isinstance(results, dict)
-        and results.get("hyperparameters") == spec.model_dump(mode="json")
-        and results.get("base_model") == base_model
-    )
+    if not isinstance(results, dict) or results.get("base_model") != base_model:
+        return None
+    try:  # as a spec, not a dict: fields added since the run have their defaults on both sides
+        same_run = TrainSpec.from_stored(results.get("hyperparameters") or {}) == spec
+    except ValueError:
+        return None
     weights = out_dir / ADAPTER_WEIGHTS
     if not same_run or not (out_dir / ADAPTER_CONFIG).is_file() or not weights.is_file():
         return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,17 +38,6 @@ class RecordingReporter(Reporter):
             and bool(self.steps)
             and self.steps[-1] >= self.interrupt_at_step
         )
-
-
-@pytest.fixture(scope="session")
-def one_thread() -> Iterator[None]:
-    """Tiny models train faster on one thread, and the suite shares two cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @dataclass

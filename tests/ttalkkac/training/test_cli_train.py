@@ -38,9 +38,16 @@ def test_train_writes_adapter_and_results(tiny_model_dir: Path, tmp_path: Path, 
         "--val-fraction", "0.2",
         "--lora-r", "4",
         "--target-modules", "q_proj,v_proj",
+        "--report-to", "tensorboard",
+        "--keep-checkpoints",
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "checkpoint-2",
+        "checkpoint-4",
+    ]
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["global_step"] == 4 and summary["out"] == str(out)
     assert set(summary) == {
@@ -75,3 +82,22 @@ def test_train_refuses_bad_values_and_empty_filters(tiny_model_dir: Path, tmp_pa
     result = CliRunner().invoke(app, base)  # default --min-quality 7 keeps none of the 6.0s
     assert result.exit_code == 1 and "min-quality" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_mlflow_without_a_tracking_uri_is_refused_before_loading_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ttalkkac.settings import get_settings
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["train", "--gold", "nowhere", "--meetings", "nowhere", "--report-to", "mlflow"],
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert "MLFLOW_TRACKING_URI" in result.output

@@ -174,6 +174,11 @@ def test_cancel_stops_within_a_step_and_a_rerun_resumes_from_the_checkpoint(
     assert reused == json.loads((tmp_path / "training_results.json").read_text())
     assert reused["global_step"] == 6 and third.steps == []
     assert any("finished in an earlier attempt" in e["message"] for e in third.events)
+    # Results written before a spec field existed still match (the field has its default).
+    stored = json.loads((tmp_path / "training_results.json").read_text())
+    del stored["hyperparameters"]["report_to"]
+    (tmp_path / "training_results.json").write_text(json.dumps(stored))
+    assert finished_results(tmp_path, spec=spec, base_model=str(tiny_model_dir)) is not None
     # Another spec in the same folder is another run: that one does train.
     assert (
         finished_results(
