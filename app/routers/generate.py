@@ -124,24 +124,30 @@ class ClientGone(Exception):
     """The client of a /generate request disconnected before its plan was done."""
 
 
-_DISCONNECT_POLL_S = 0.5
-
-
 async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     """``work``'s result; a client that disconnects meanwhile cancels it, which aborts the
-    engine's requests (Starlette would let a plain route run on for nobody)."""
+    engine's requests (Starlette would let a plain route run on for nobody).
+
+    The body has been read, so the next ASGI message is the disconnect; it is awaited, not
+    polled: ``Request.is_disconnected`` cannot see it through the ``http`` middleware.
+    """
+
+    async def client_left() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
     task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(client_left())
     try:
-        while True:
-            done, _ = await asyncio.wait([task], timeout=_DISCONNECT_POLL_S)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                raise ClientGone
+        await asyncio.wait([task, watcher], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        raise ClientGone
     finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.wait([task])
+        for pending in (task, watcher):
+            if not pending.done():
+                pending.cancel()
+        await asyncio.wait([task, watcher])
 
 
 def _outcome(exc: BaseException) -> str:
