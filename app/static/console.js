@@ -21,6 +21,8 @@
       meetingFile: '파일에서 읽기 (.txt 또는 발화 목록 JSON)', adapter: '어댑터',
       advanced: '고급 설정', maxTokens: '최대 토큰', temperature: '온도', seed: '시드',
       generate: '기획안 만들기', stop: '중지', copyMarkdown: 'Markdown 복사', downloadJson: 'JSON 다운로드',
+      notionParent: 'Notion 상위 페이지 (URL 또는 ID)', pushNotion: 'Notion에 올리기', notionOpen: 'Notion에서 열기',
+      notionNotKept: '이 기획안은 기록에 없어 Notion에 올릴 수 없습니다 (PLAN_HISTORY)',
       uploadDataset: '1. 데이터셋 올리기', datasetFile: '파일 (.zip 골드 데이터 또는 .jsonl)', datasetName: '이름',
       upload: '올리기', startJob: '2. 학습 시작', dataset: '데이터셋', suffix: '어댑터 이름 접미사',
       advancedTrain: '고급 설정 (비워 두면 가이드의 기본값)', maxSteps: '최대 스텝', epochs: '에폭',
@@ -59,6 +61,8 @@
       meetingFile: 'Read from a file (.txt or a JSON utterance list)', adapter: 'Adapter',
       advanced: 'Advanced', maxTokens: 'Max tokens', temperature: 'Temperature', seed: 'Seed',
       generate: 'Generate plan', stop: 'Stop', copyMarkdown: 'Copy as Markdown', downloadJson: 'Download JSON',
+      notionParent: 'Notion parent page (URL or id)', pushNotion: 'Push to Notion', notionOpen: 'Open in Notion',
+      notionNotKept: 'This plan is not in the history, so it cannot go to Notion (PLAN_HISTORY)',
       uploadDataset: '1. Upload a dataset', datasetFile: 'File (.zip of gold data, or .jsonl)', datasetName: 'Name',
       upload: 'Upload', startJob: '2. Start training', dataset: 'Dataset', suffix: 'Adapter name suffix',
       advancedTrain: 'Advanced (empty: the guide\'s defaults)', maxSteps: 'Max steps', epochs: 'Epochs',
@@ -322,6 +326,7 @@
     busy(submit, true);
     stop.hidden = false;
     $('#plan-result').hidden = true;
+    $('#notion-link').hidden = true;
     $('#plan-progress').hidden = false;
     $('#plan-partial').textContent = '';
     const bar = $('#plan-bar');
@@ -436,6 +441,32 @@
     link.click();
     link.remove();
     setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+  }
+
+  // One page per plan: the server answers the existing page when asked again.
+  async function pushToNotion(event) {
+    event.preventDefault();
+    const result = plan.result;
+    if (!result) return;
+    if (!result.plan_id) {
+      showError(new ApiError(0, { message: t('notionNotKept') }));
+      return;
+    }
+    const button = $('#push-notion');
+    button.disabled = true;
+    try {
+      const page = await api(`plans/${encodeURIComponent(result.plan_id)}/notion`, {
+        method: 'POST',
+        json: { parent_page_id: $('#notion-parent').value.trim() },
+      });
+      const link = $('#notion-link');
+      link.href = page.url;
+      link.hidden = false;
+    } catch (error) {
+      showError(error);
+    } finally {
+      button.disabled = false;
+    }
   }
 
   // --- Train --------------------------------------------------------------------------------
@@ -840,6 +871,7 @@
     });
     $('#copy-markdown').addEventListener('click', copyMarkdown);
     $('#download-json').addEventListener('click', downloadJson);
+    $('#notion-form').addEventListener('submit', pushToNotion);
 
     $('#dataset-form').addEventListener('submit', uploadDataset);
     $('#train-form').addEventListener('submit', startJob);

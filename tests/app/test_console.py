@@ -109,6 +109,43 @@ def test_a_plan_streams_and_renders(vllm_url, offline_page) -> None:
 
 
 @needs_chromium
+def test_a_plan_goes_to_notion_from_the_console(vllm_url, vllm_client, offline_page) -> None:
+    """The page pushes the plan it shows; the server calls Notion (a local fake of its API)."""
+    from pydantic import SecretStr
+
+    from tests.utils.fake_notion import TOKEN, FakeNotion, serve
+
+    fake = FakeNotion()
+    settings = vllm_client.app.state.settings
+    saved = (settings.notion_token, settings.notion_base_url)
+    page, requested, blocked = offline_page
+    with serve(fake.app) as notion_url:
+        settings.notion_token, settings.notion_base_url = SecretStr(TOKEN), notion_url
+        try:
+            with screenshot_on_failure(page, "console-notion"):
+                page.goto(f"{vllm_url}/#plan")
+                page.wait_for_selector("#adapter option[value='base']", state="attached")
+                page.fill("#meeting", MEETING)
+                page.select_option("#adapter", "base")
+                page.get_by_role("button", name="기획안 만들기").click()
+                page.wait_for_selector("#plan-result:not([hidden])", timeout=TIMEOUT_MS)
+                page.fill("#notion-parent", "01234567-89ab-cdef-0123-456789abcdef")
+                page.get_by_role("button", name="Notion에 올리기").click()
+                page.wait_for_selector("#notion-link:not([hidden])", timeout=TIMEOUT_MS)
+                assert page.is_hidden("#error")
+                assert len(fake.pages) == 1 and fake.violations == []
+                (page_id,) = fake.pages
+                assert page_id.replace("-", "") in page.get_attribute("#notion-link", "href")
+                # Pushed again: the same page, not a second one.
+                page.get_by_role("button", name="Notion에 올리기").click()
+                expect(page.locator("#push-notion")).to_be_enabled(timeout=TIMEOUT_MS)
+                assert len(fake.pages) == 1
+                assert_offline(requested, blocked, vllm_url)
+        finally:
+            settings.notion_token, settings.notion_base_url = saved
+
+
+@needs_chromium
 def test_the_adapters_page_lists_and_activates_adapters(
     vllm_url, vllm_client, serving_settings, tiny_adapters, offline_page
 ) -> None:
