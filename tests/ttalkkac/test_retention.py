@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.utils.stores import BACKENDS, store_on
 from ttalkkac import jobs, retention
 from ttalkkac.errors import Conflict, InvalidInput, NotFound
 from ttalkkac.inference.merge import STAMP_FILE, merge_lock_path
@@ -23,18 +24,10 @@ from ttalkkac.store.models import Evaluation, JobEvent, JobStatus
 from ttalkkac.training.spec import TrainSpec
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def db(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Database]:
     """The store on both backends: the deletes lean on each one's ON DELETE rules."""
-    url = (
-        settings.resolved_database_url
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    database = Database(url)
-    database.create_all()
-    yield database
-    database.dispose()
+    yield from store_on(request, settings.resolved_database_url)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.utils.gold_factory import plan_dict
+from tests.utils.stores import BACKENDS, store_on
 from ttalkkac.inference.service import PlanResult
 from ttalkkac.plan import normalize_plan
 from ttalkkac.plan_history import keep_plan, meeting_digest, prune
@@ -19,21 +20,9 @@ from ttalkkac.store.db import Database
 from ttalkkac.store.models import Plan, utcnow
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    database = Database(url)
-    database.create_all()
-    yield database
-    if request.param == "postgresql":
-        # The run's database is shared by the parametrized tests: leave it empty.
-        from ttalkkac.store.db import Base
-
-        Base.metadata.drop_all(database.engine)
-    database.dispose()
+    yield from store_on(request, f"sqlite:///{tmp_path / 'store.db'}")
 
 
 def result(name: str = "리모컨", adapter: str | None = None) -> PlanResult:

@@ -10,27 +10,16 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
+from tests.utils.stores import BACKENDS, store_on
 from ttalkkac.errors import Conflict, NotFound
 from ttalkkac.store import crud
 from ttalkkac.store.db import Database
 from ttalkkac.store.models import Adapter, JobStatus
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    database = Database(url)
-    database.create_all()
-    yield database
-    if request.param == "postgresql":
-        # The run's database is shared by the parametrized tests: leave it empty.
-        from ttalkkac.store.db import Base
-
-        Base.metadata.drop_all(database.engine)
-    database.dispose()
+    yield from store_on(request, f"sqlite:///{tmp_path / 'store.db'}")
 
 
 def _job(db: Database, **kw) -> str:
