@@ -25,10 +25,9 @@ STATUS_BY_ERROR: dict[type[errors.TtalkkacError], int] = {
     errors.PayloadTooLarge: 413,
     errors.DataError: 422,
     errors.InvalidInput: 422,
-    errors.EngineUnavailable: 503,
+    errors.RetryLater: 503,  # EngineUnavailable, UpstreamUnavailable
     errors.GenerationInvalid: 502,
     errors.DeadlineExceeded: 504,
-    errors.UpstreamUnavailable: 503,
 }
 
 
@@ -97,9 +96,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.TtalkkacError)
     async def _domain(request: Request, exc: errors.TtalkkacError) -> JSONResponse:
         headers = None
-        retry_after_s = getattr(exc, "retry_after_s", None)  # EngineUnavailable, Upstream...
-        if retry_after_s:
-            headers = {"Retry-After": str(retry_after_s)}
+        if isinstance(exc, errors.RetryLater) and exc.retry_after_s:
+            headers = {"Retry-After": str(exc.retry_after_s)}
         data_dir = str(request.app.state.settings.data_dir)
         return error_response(
             request,

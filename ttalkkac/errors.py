@@ -32,14 +32,20 @@ class PayloadTooLarge(InvalidInput):
     code = "payload_too_large"
 
 
-class EngineUnavailable(TtalkkacError):
-    """The engine is not loaded yet, or too many requests are waiting (retry later)."""
+class RetryLater(TtalkkacError):
+    """Not now (503): with ``retry_after_s``, when to try again (the Retry-After header)."""
 
-    code = "engine_unavailable"
+    code = "unavailable"
 
     def __init__(self, message: str, *, retry_after_s: int | None = None, detail: Any = None):
         super().__init__(message, detail=detail)
         self.retry_after_s = retry_after_s
+
+
+class EngineUnavailable(RetryLater):
+    """The engine is not loaded yet, or too many requests are waiting (retry later)."""
+
+    code = "engine_unavailable"
 
 
 class DeadlineExceeded(TtalkkacError):
@@ -82,11 +88,7 @@ class UpstreamRefused(InvalidInput):
     code = "upstream_refused"
 
 
-class UpstreamUnavailable(TtalkkacError):
+class UpstreamUnavailable(RetryLater):
     """A service we call is rate limiting or failing after our retries (retry later)."""
 
     code = "upstream_unavailable"
-
-    def __init__(self, message: str, *, retry_after_s: int | None = None, detail: Any = None):
-        super().__init__(message, detail=detail)
-        self.retry_after_s = retry_after_s
