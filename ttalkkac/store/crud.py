@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -397,8 +397,25 @@ def get_active_adapter(session: Session) -> Adapter | None:
     return session.scalars(select(Adapter).where(Adapter.is_active.is_(True))).one_or_none()
 
 
+# pg_advisory_xact_lock key that serializes activations (any constant unique to this use).
+_ACTIVATION_LOCK = 0x7474_6163  # "ttac"
+
+
+def _serialize_activations(session: Session) -> None:
+    """Concurrent activations wait for each other (PostgreSQL; SQLite has one writer anyway).
+
+    Without it, two activations under READ COMMITTED each deactivate the others (neither sees
+    the other's uncommitted choice) and the second to commit breaks the one-active index:
+    IntegrityError, a 500. With it, the later one sees the earlier one's adapter and
+    deactivates it: the last activation wins.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ACTIVATION_LOCK})
+
+
 def activate_adapter(session: Session, *, name: str) -> Adapter:
     """Make ``name`` the one active adapter. Raises ``NotFound``."""
+    _serialize_activations(session)
     adapter = get_adapter(session, name=name)
     if adapter is None:
         raise NotFound(f"no adapter named {name!r}")
@@ -416,6 +433,7 @@ def activate_adapter(session: Session, *, name: str) -> Adapter:
 
 
 def deactivate_adapters(session: Session) -> None:
+    _serialize_activations(session)
     session.execute(update(Adapter).where(Adapter.is_active.is_(True)).values(is_active=False))
 
 

@@ -124,3 +124,24 @@ def test_schema_creation_is_safe_when_processes_start_together(run_id: str) -> N
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_concurrent_activations_end_with_one_active_and_no_error(db: Database) -> None:
+    """Activations racing each other (two API replicas, two people): the last one wins."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [f"r{i}" for i in range(4)]
+    with db.session() as s:
+        for name in names:
+            crud.create_adapter(s, name=name, base_model="m", path=f"/{name}", rank=8)
+
+    def activate(i: int) -> str:
+        with db.session() as s:
+            return crud.activate_adapter(s, name=names[i % len(names)]).name
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = list(pool.map(activate, range(40)))  # raises if any activation failed
+    assert len(done) == 40
+    with db.session() as s:
+        active = [a.name for a in crud.list_adapters(s) if a.is_active]
+    assert len(active) == 1 and active[0] in names
