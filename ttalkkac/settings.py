@@ -329,6 +329,12 @@ class Settings(BaseSettings):
         "Ttalkkac-Signature: t=<unix time>,v1=<hex of HMAC(secret, '<t>.<body>')>). Unset: "
         "no webhooks are sent, and POST /train with a webhook_url is refused (409).",
     )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let a job's own webhook_url reach loopback, private, link-local or "
+        "reserved addresses. Off: the worker posts only to public addresses for a client's URL "
+        "(WEBHOOK_URLS, set by the operator, may point anywhere).",
+    )
     webhook_max_attempts: int = Field(
         default=5, ge=1, le=20, description="Deliveries tried per webhook before giving up."
     )

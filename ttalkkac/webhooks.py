@@ -41,7 +41,7 @@ from ttalkkac.settings import Settings
 from ttalkkac.store import crud, hooks
 from ttalkkac.store.db import Database
 from ttalkkac.store.models import JobWebhook, TrainingJob, utcnow
-from ttalkkac.urls import redact
+from ttalkkac.urls import non_public_address, redact
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +217,22 @@ class WebhookSender:
 
     def _deliver(self, job_id: str, url: str, delivery: str, kind: str, body: bytes) -> bool:
         assert self.settings.webhook_secret is not None
+        if url not in self.settings.webhook_urls and not self.settings.webhook_allow_private:
+            # A client's URL: checked again, the name may resolve elsewhere than at submission.
+            problem = non_public_address(url)
+            if problem is not None:
+                self._record(
+                    job_id,
+                    url=url,
+                    delivery=delivery,
+                    kind=kind,
+                    attempt=1,
+                    status=None,
+                    error=f"refused: {problem}",
+                    delivered=False,
+                    retry_in_s=None,
+                )
+                return False
         secret = self.settings.webhook_secret.get_secret_value()
         attempts = self.settings.webhook_max_attempts
         client = self._client or httpx.Client(timeout=self.settings.webhook_timeout_s)

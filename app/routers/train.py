@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy.exc import IntegrityError
 
 from app.deps import MAX_OFFSET, AuthDep, DatabaseDep, OffsetQuery, SessionDep, SettingsDep
 from app.downloads import ZIP_RESPONSE, zip_response
@@ -26,12 +27,13 @@ from app.schemas import (
 from ttalkkac import checkpoints, jobs, retention, webhooks
 from ttalkkac.base_models import check_base_model
 from ttalkkac.datasets import check_filter
-from ttalkkac.errors import EngineUnavailable, NotFound
+from ttalkkac.errors import EngineUnavailable, InvalidInput, NotFound
 from ttalkkac.export import tensorboard_export
 from ttalkkac.store import crud
 from ttalkkac.store.models import TrainingJob
 from ttalkkac.training.spec import TrainSpec
 from ttalkkac.training.tracking import check_tracking
+from ttalkkac.urls import non_public_address
 
 logger = logging.getLogger(__name__)
 
@@ -73,16 +75,27 @@ def create_job(
     # Fail now, not in the worker, when the job's filter leaves nothing to train on. Outside any
     # transaction: loading a large dataset takes seconds, and SQLite has one writer at a time.
     check_filter(dataset, body.hyperparameters)
-    with db.session() as session:
-        job = jobs.create_job(
-            session,
-            dataset_id=body.dataset_id,
-            spec=body.hyperparameters,
-            base_model=base_model,
-            suffix=body.suffix,
-        )
-        if body.webhook_url:
-            webhooks.register(session, settings, job_id=job.id, url=body.webhook_url)
+    if body.webhook_url and not settings.webhook_allow_private:
+        problem = non_public_address(body.webhook_url)
+        if problem is not None:
+            raise InvalidInput(f"webhook_url: {problem}")
+    gone = NotFound(f"dataset {body.dataset_id!r} was deleted while the job was being created")
+    try:
+        with db.session() as session:
+            # Again, in the job's own transaction: a DELETE /datasets/{id} may have won since.
+            if crud.get_dataset(session, id=body.dataset_id) is None:
+                raise gone
+            job = jobs.create_job(
+                session,
+                dataset_id=body.dataset_id,
+                spec=body.hyperparameters,
+                base_model=base_model,
+                suffix=body.suffix,
+            )
+            if body.webhook_url:
+                webhooks.register(session, settings, job_id=job.id, url=body.webhook_url)
+    except IntegrityError as exc:  # deleted between that read and the insert (foreign key)
+        raise gone from exc
     try:
         from worker.celery_app import enqueue_training_job
 

@@ -172,3 +172,25 @@ def test_start_up_sweeps_leftovers_and_ended_checkpoints(settings: Settings) -> 
         assert c.get("/health").status_code == 200
     assert not checkpoints.exists() and not crashed.exists()
     assert fresh.is_dir()
+
+
+def test_a_dataset_deleted_while_a_job_is_created_is_404_not_500(
+    client: TestClient, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DELETE /datasets/{id} lands between POST /train's checks and its insert."""
+    import app.routers.train as train_route
+    from ttalkkac import retention
+
+    dataset_id = upload(client, tmp_path)
+    real_check = train_route.check_filter
+
+    def check_then_lose_the_race(dataset, spec):  # the concurrent DELETE happens here
+        real_check(dataset, spec)
+        retention.delete_dataset(client.app.state.db, settings, id=dataset_id)
+
+    monkeypatch.setattr(train_route, "check_filter", check_then_lose_the_race)
+    error = assert_envelope(
+        client.post("/train", json={"dataset_id": dataset_id}), 404, "not_found"
+    )
+    assert "was deleted while the job was being created" in error["message"]
+    assert client.get("/train").json()["count"] == 0  # no job row left behind

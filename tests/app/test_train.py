@@ -201,6 +201,23 @@ def test_submit_commits_then_enqueues_and_lists_newest_first(
     assert plot.status_code == 200 and plot.content[:4] == b"\x89PNG"
 
 
+def test_a_webhook_url_to_an_internal_address_is_refused(
+    tmp_path: Path, broker_names: tuple[str, str]
+) -> None:
+    from pydantic import SecretStr
+
+    from app.main import create_app
+
+    settings = make_settings(tmp_path, broker_names, webhook_secret=SecretStr("s" * 32))
+    with TestClient(create_app(settings)) as client:
+        dataset_id = upload(client, tmp_path)
+        for url in ("http://127.0.0.1:8080/hook", "http://169.254.169.254/latest/meta-data"):
+            response = client.post("/train", json={"dataset_id": dataset_id, "webhook_url": url})
+            assert response.status_code == 422, response.text
+            assert "not a public address" in response.json()["error"]["message"]
+        assert client.get("/train").json()["count"] == 0
+
+
 def test_offsets_past_sqlite_integers_are_422(client: TestClient) -> None:
     for path, name in (("/train", "offset"), ("/train/job_missing/events", "after")):
         response = client.get(path, params={name: 2**63})  # SQLite: OverflowError, a 500

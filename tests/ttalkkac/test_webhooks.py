@@ -35,6 +35,7 @@ def hook_settings(settings: Settings, receiver: Receiver) -> Settings:
             "webhook_backoff_s": 0.25,
             "webhook_max_attempts": 3,
             "webhook_timeout_s": 5,
+            "webhook_allow_private": True,  # the receiver listens on 127.0.0.1
         }
     )
 
@@ -137,6 +138,42 @@ def test_an_unreachable_receiver_never_fails_the_job(db, hook_settings, sender) 
     assert [e.data["webhook"]["attempt"] for e in events] == [1, 2, 3]
     assert events[-1].level == "error" and "gave up" in events[-1].message
     assert events[0].data["webhook"]["error"].startswith("ConnectError")
+
+
+def test_a_clients_url_to_a_private_address_is_refused_not_posted(
+    db, hook_settings, receiver, sender
+) -> None:
+    """Server-side request forgery: a job's own URL may not reach loopback or the LAN."""
+    sender.settings = hook_settings.model_copy(update={"webhook_allow_private": False})
+    job_id = job_with_hook(db, hook_settings, f"{receiver.url}/mine")
+    finish(db, job_id)
+    assert webhooks.drain(30)
+    # The operator's WEBHOOK_URLS entry (also on 127.0.0.1) is trusted and delivered.
+    assert [r["path"] for r in receiver.requests] == ["/all-jobs"]
+    refused = [e for e in webhook_events(db, job_id) if "/mine" in e.message]
+    assert len(refused) == 1 and refused[0].level == "error"
+    assert "127.0.0.1, which is not a public address" in refused[0].data["webhook"]["error"]
+
+
+@pytest.mark.parametrize(
+    ("url", "public"),
+    [
+        ("http://127.0.0.1:8080/x", False),
+        ("http://localhost/x", False),
+        ("http://10.1.2.3/x", False),
+        ("http://192.168.0.10/x", False),
+        ("http://169.254.169.254/latest/meta-data", False),  # cloud metadata
+        ("http://[::1]/x", False),
+        ("http://[::ffff:127.0.0.1]/x", False),
+        ("http://0.0.0.0/x", False),
+        ("http://no-such-host.invalid/x", False),
+        ("https://8.8.8.8/hook", True),
+    ],
+)
+def test_non_public_addresses_are_named(url: str, public: bool) -> None:
+    from ttalkkac.urls import non_public_address
+
+    assert (non_public_address(url) is None) == public
 
 
 def test_nothing_is_sent_before_the_commit_or_after_a_rollback(

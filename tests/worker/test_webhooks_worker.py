@@ -50,6 +50,7 @@ def client(
         "base_model": str(tiny_model_dir),
         "webhook_urls": f"{receiver.url}/all-jobs",
         "webhook_backoff_s": "0.2",
+        "webhook_allow_private": "true",  # the receiver listens on 127.0.0.1
         "eval_after_training": "false",
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATA_DIR", "DATABASE_URL"))}
