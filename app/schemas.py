@@ -610,7 +610,8 @@ class ReadyPublic(ReadyStatus):
                     "active_adapter": "smollm2-meetings-v1",
                     "merged_adapter": "smollm2-meetings-v1",
                     "switching_to": None,
-                    "last_switch_s": 21.4,
+                    "last_switch_s": 1.9,
+                    "last_switch_method": "in_place",
                     "switch_error": None,
                     "lora_engine": "not started",
                     "loaded_adapters": ["smollm2-meetings-v1"],
@@ -638,7 +639,14 @@ class ReadyPublic(ReadyStatus):
         default=None, description="Merged mode: the adapter a switch in progress moves to."
     )
     last_switch_s: float | None = Field(
-        default=None, description="Merged mode: seconds the last switch took (merge + start)."
+        default=None,
+        description="Merged mode: seconds the last switch took (merge + load in place, or "
+        "merge + a new engine's start).",
+    )
+    last_switch_method: Literal["in_place", "new_engine"] | None = Field(
+        default=None,
+        description="Merged mode: how the last switch reached the engine: in_place (the merged "
+        "weights loaded into the running engine) or new_engine (a second engine swapped in).",
     )
     switch_error: str | None = Field(
         default=None, description="Merged mode: why the last switch failed, if it did."

@@ -78,6 +78,7 @@ async def start_serving(app: FastAPI) -> None:
                 prepare_base=choice.prepare,
                 sync_interval_s=settings.adapter_sync_interval_s,
                 on_switch=_record_switch,
+                method=settings.adapter_switch,
             )
     logger.info("serving mode: %s", app.state.serving_mode)
     SERVING_MODE.labels(app.state.serving_mode).set(1)

@@ -64,6 +64,25 @@ def adapter_key(adapter: AdapterRef | None) -> tuple[str, str, str] | None:
     return None if adapter is None else adapter.key
 
 
+# Module names whose LoRA (or full copy) changes the embeddings or the LM head: a reload in
+# place loads them but does not re-tie a tied LM head (../shared/NOTES.md), so it would serve
+# different weights than a fresh engine on the same folder.
+_EMBEDDING_MODULES = ("embed_tokens", "lm_head", "wte", "embed_in", "embed_out", "word_embeddings")
+
+
+def trains_embeddings(adapter: AdapterRef) -> bool:
+    """Whether the adapter's config targets or saves an embedding or the LM head."""
+    try:
+        config = json.loads((Path(adapter.path) / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return True  # unknown: take the safe path
+    names: list[str] = []
+    for key in ("target_modules", "modules_to_save"):
+        value = config.get(key) or []
+        names += [value] if isinstance(value, str) else list(value)
+    return any(module in name for name in names for module in _EMBEDDING_MODULES)
+
+
 def read_adapter_dir(path: Path | str) -> dict[str, Any]:
     """The adapter's ``adapter_config.json``, after checking the folder is loadable."""
     folder = Path(path)

@@ -174,6 +174,17 @@ class Settings(BaseSettings):
         le=3600,
         description="Merged mode: how often the registry is read for a newly activated adapter.",
     )
+    adapter_switch: Literal["in_place", "new_engine"] = Field(
+        default="in_place",
+        description=(
+            "Merged mode: how an activation reaches the engine. 'in_place': the merged weights "
+            "are loaded into the running vLLM engine (plans in flight finish first; about a "
+            "second, one engine); 'new_engine': a second engine is started and swapped in "
+            "(minutes on a CPU, two engines' memory meanwhile). in_place falls back to "
+            "new_engine where it cannot work (the transformers engine, an adapter that trains "
+            "the embeddings or the LM head)."
+        ),
+    )
     max_lora_rank: int = Field(default=16, ge=1, le=256, description="Largest servable LoRA r.")
     max_loras: int = Field(default=4, ge=1, le=64, description="Adapters resident in vLLM at once.")
     max_model_len: int = Field(
@@ -200,6 +211,15 @@ class Settings(BaseSettings):
         gt=0,
         le=1,
         description="vLLM memory fraction (of RAM on the CPU build, of VRAM on a GPU).",
+    )
+    vllm_cpu_cores: Literal["all", "reserve_one"] = Field(
+        default="all",
+        description=(
+            "vLLM's CPU build: 'all' binds the engine's compute threads to every core this "
+            "process may use (VLLM_CPU_NUM_OF_RESERVED_CPU=0); 'reserve_one' is vLLM's own "
+            "default, one core kept for its scheduler process (on 2 cores the model computes "
+            "on one). An explicit VLLM_CPU_OMP_THREADS_BIND in the environment wins."
+        ),
     )
     cpu_kvcache_space_gb: int = Field(
         default=1, ge=1, description="KV cache size in GiB for vLLM's CPU build."

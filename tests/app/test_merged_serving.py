@@ -2,8 +2,10 @@
 
 One app (tiny Qwen3, two adapters, adapter "a" active at start): it merges "a" before its engine
 starts (LoRA off); "b" and the base model are served by the LoRA engine, started by the first
-request for them; activating "b" while clients keep sending requests switches the merged engine
-with no request lost, and every answer names the adapter it was asked for.
+request for them; activating "b" while clients keep sending requests loads b's merged weights
+into the running engine (in place: the same engine, no second one) with no request lost, every
+answer names the adapter it was asked for, the requests in flight finish before the weights
+change, and the engine then answers exactly as a fresh engine started on b's merged folder.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def test_activation_switches_the_engine_under_load_losing_nothing(merged_client)
         for loop in loops:
             loop.result()
 
-    assert during_switch > 0, "no request was answered while the engine switched"
+    assert during_switch > 0, "no request was answered while the switch was under way"
     for adapter, status, body in answers:
         assert status == 200, body
         ProjectPlan.model_validate(body["plan"])
@@ -127,9 +129,110 @@ def test_activation_switches_the_engine_under_load_losing_nothing(merged_client)
         else:
             assert body["adapter"] == adapter
     generator = merged_client.app.state.generator
-    assert generator.engine is not first_engine and not first_engine.ready
+    # In place: the engine that served "a" now serves "b"; no second merged engine was started.
+    assert generator.engine is first_engine and first_engine.ready
+    assert ready["last_switch_method"] == "in_place"
     # The LoRA engine is untouched by the switch.
     assert generator.engines.lora_engine is lora_engine and lora_engine.ready
     assert generator.engine.weights.endswith("b.merged")
+    assert generator.engine.merged_adapter.name == "b"
     assert ready["last_switch_s"] > 0
     assert 'ttalkkac_adapter_switches_total{outcome="ok"} 1.0' in merged_client.get("/metrics").text
+
+
+def test_weights_change_only_with_no_request_inside(merged_client) -> None:
+    """Requests in flight finish on the old weights; a request that comes meanwhile waits."""
+    import asyncio
+
+    generator = merged_client.app.state.generator
+    host, engine = generator.engines, generator.engine
+    target = engine.merged_adapter  # "b" after the switch test; reloading the same is allowed
+    inflight_at_load: list[int] = []
+    real_reload = engine.reload_weights
+
+    async def recording_reload(weights, merged_adapter):
+        inflight_at_load.append(engine.inflight())
+        await real_reload(weights, merged_adapter)
+        inflight_at_load.append(engine.inflight())  # the late request still waits at the gate
+
+    async def scenario():
+        engine.reload_weights = recording_reload
+        try:
+            first = [
+                asyncio.create_task(
+                    generator.generate(MEETING, adapter=target, temperature=0.0, seed=i)
+                )
+                for i in range(3)
+            ]
+            async with asyncio.timeout(60):
+                while engine.inflight() < 3:
+                    await asyncio.sleep(0.01)
+            reload = asyncio.create_task(host.reload(engine.weights, target))
+            await asyncio.sleep(0.05)
+            late = asyncio.create_task(
+                generator.generate(MEETING, adapter=target, temperature=0.0, seed=9)
+            )
+            await asyncio.sleep(0.05)
+            assert not late.done()
+            results = await asyncio.gather(*first, reload, late)
+        finally:
+            del engine.reload_weights
+        return results
+
+    results = merged_client.portal.call(scenario)
+    assert inflight_at_load == [0, 0]
+    for result in (*results[:3], results[4]):
+        ProjectPlan.model_validate(result.plan.model_dump())
+
+
+def test_in_place_weights_answer_as_a_fresh_engine(merged_client) -> None:
+    """Greedy answers after the load equal those of a new engine started on the same folder."""
+    from ttalkkac.inference.engines import EngineHost
+    from ttalkkac.inference.factory import build_engine
+    from ttalkkac.inference.service import PlanGenerator
+
+    generator = merged_client.app.state.generator
+    weights, adapter = generator.engine.weights, generator.engine.merged_adapter
+    assert weights.endswith("b.merged")
+
+    async def plans(gen, asked):
+        return [
+            (await gen.generate(MEETING, adapter=asked, temperature=0.0, seed=0)).plan
+            for _ in range(2)
+        ]
+
+    after_reload = merged_client.portal.call(plans, generator, adapter)
+    settings = merged_client.app.state.settings
+    # merged_adapter=None: an engine that starts on the merged folder itself (a merged engine
+    # of the service starts on the base folder, whose compile cache it reuses, and loads the
+    # merged weights in place, like the switch).
+    fresh = build_engine(settings, base_model=settings.base_model, mode="merged", weights=weights)
+    assert fresh.weights == weights and not fresh._starts_on_base()
+    fresh_host = EngineHost(fresh, warmup=False)
+
+    async def fresh_plans():
+        fresh_generator = PlanGenerator.from_settings(fresh_host, settings)
+        await fresh_generator.start()
+        try:
+            return await plans(fresh_generator, None)  # its weights are b's, unnamed
+        finally:
+            await fresh_generator.stop()
+
+    assert merged_client.portal.call(fresh_plans) == after_reload
+
+
+def test_a_request_for_the_adapter_being_switched_to_waits_for_it(
+    merged_client, tiny_adapters
+) -> None:
+    """Right after an activation, the new adapter's plan comes from the merged weights, not the
+    LoRA engine (which would be started for it if it were not running: minutes on a CPU)."""
+    settings = merged_client.app.state.settings
+    register_adapter(settings, "c", tiny_adapters[0], base_model=settings.base_model)
+    activated = merged_client.post("/adapters/c/activate")
+    assert activated.status_code == 200, activated.text
+    response = merged_client.post("/generate", json={"meeting": MEETING, "adapter": "c"})
+    assert response.status_code == 200, response.text
+    assert response.json()["adapter"] == "c"
+    generator = merged_client.app.state.generator
+    assert generator.engine.merged_adapter.name == "c"
+    assert "c" not in generator.engines.lora_engine.loaded_adapters()

@@ -85,6 +85,14 @@ class Engine(Protocol):
         """Names of the adapters the engine has loaded (for /ready and tests)."""
 
 
+@runtime_checkable
+class ReloadableEngine(Engine, Protocol):
+    """An engine that can load other weights of its architecture while it runs (vLLM)."""
+
+    async def reload_weights(self, weights: str, merged_adapter: AdapterRef | None) -> None:
+        """Load ``weights`` in place with no request inside; on failure the old ones serve."""
+
+
 def allowed_max_lora_rank(rank: int) -> int:
     """vLLM accepts only some ``max_lora_rank`` values; the smallest one >= ``rank``."""
     for allowed in (1, 8, 16, 32, 64, 128, 256, 320, 512):

@@ -11,6 +11,14 @@ Swaps are atomic (merged serving, ``ttalkkac.inference.switcher``): the serving 
 attribute, read once per lease before any await, so new leases get the new engine while leases
 already taken finish on the old one, which is stopped once its last lease is returned.
 
+Weights can also change in place (``reload``; vLLM): new leases wait at a gate, the leases taken
+before it are returned (their requests finish on the old weights), the engine loads the new
+weights, and the gate opens. One engine, no compilation, and no request sees two sets of weights:
+a request holds its lease for all its chunks and retries. While such a switch merges and loads,
+requests for the adapter it brings wait for it (``expect``) instead of starting the LoRA
+engine: right after an activation, the adapter's first plan takes the switch's seconds, not the
+LoRA engine's minutes.
+
 Merged serving routes by adapter: an engine whose weights have an adapter merged in
 (``engine.merged_adapter``) runs without LoRA and serves exactly that adapter (or, on the base
 weights, the base model). Any other adapter, and the base model while an adapter is merged, go to
@@ -34,7 +42,7 @@ from typing import Literal
 
 from ttalkkac.adapters import AdapterRef, adapter_key
 from ttalkkac.errors import Conflict, EngineUnavailable
-from ttalkkac.inference.base import Engine, EngineRequest, EngineResult
+from ttalkkac.inference.base import Engine, EngineRequest, EngineResult, ReloadableEngine
 from ttalkkac.prompts import render_prompt
 
 logger = logging.getLogger(__name__)
@@ -73,6 +81,11 @@ class EngineHost:
         self._leases: dict[int, int] = {}
         self._drained: dict[int, asyncio.Event] = {}
         self._restart_task: asyncio.Task[None] | None = None
+        # Set while weights load in place: new leases wait for it (routing reads the weights).
+        self._reload_gate: asyncio.Event | None = None
+        # The adapter an in-place switch is bringing (merging, then loading): its requests wait
+        # for it rather than start the LoRA engine (minutes on a CPU) for a few seconds' gap.
+        self._incoming: tuple[tuple[str, str, str] | None, asyncio.Event] | None = None
 
     # --- state -----------------------------------------------------------------------------
 
@@ -190,6 +203,49 @@ class EngineHost:
             await event.wait()
         await old.stop()
 
+    def can_reload(self) -> bool:
+        """Whether the serving engine loads new weights in place (else: ``swap``)."""
+        return isinstance(self._engine, ReloadableEngine)
+
+    def expect(self, adapter: AdapterRef | None) -> None:
+        """Requests for ``adapter`` wait (until ``arrived``) instead of being routed now.
+
+        Called when an in-place switch to ``adapter`` is requested; a newer expectation
+        releases the older one's waiters (they are routed as usual).
+        """
+        if self._incoming is not None:
+            self._incoming[1].set()
+        self._incoming = (adapter_key(adapter), asyncio.Event())
+
+    def arrived(self) -> None:
+        """The switch is over (done or failed): waiting requests are routed."""
+        incoming, self._incoming = self._incoming, None
+        if incoming is not None:
+            incoming[1].set()
+
+    async def reload(self, weights: str, merged_adapter: AdapterRef | None) -> None:
+        """Load ``weights`` (``merged_adapter`` folded into the base) into the serving engine.
+
+        New leases wait until the load is done; leases already taken are returned first, so
+        their requests finish on the old weights. A failed load leaves the old weights serving
+        (the engine loads them back); an engine that could not even do that is restarted.
+        """
+        engine = self._engine
+        if not isinstance(engine, ReloadableEngine):
+            raise RuntimeError(f"the {engine.name} engine cannot load weights in place")
+        if self._reload_gate is not None:
+            raise RuntimeError("weights are already being loaded")
+        gate = self._reload_gate = asyncio.Event()
+        try:
+            if self._leases.get(id(engine), 0):
+                await self._drained.setdefault(id(engine), asyncio.Event()).wait()
+            await engine.reload_weights(weights, merged_adapter)
+        finally:
+            self._reload_gate = None
+            gate.set()
+            if not engine.ready:
+                self._schedule_restart(engine)
+
     # --- leases ----------------------------------------------------------------------------
 
     @asynccontextmanager
@@ -198,8 +254,20 @@ class EngineHost:
     ) -> AsyncIterator[tuple[Engine, AdapterRef | None]]:
         """The engine that serves ``adapter`` exactly, and what it must apply (None: nothing).
 
-        The engine stays running until the lease is returned, even if a swap replaces it.
+        The engine stays running until the lease is returned, even if a swap replaces it, and
+        keeps its weights until then: an in-place load waits for every lease on it.
         """
+        while True:
+            if (gate := self._reload_gate) is not None:
+                await gate.wait()
+            elif (
+                (incoming := self._incoming) is not None
+                and incoming[0] == adapter_key(adapter)
+                and incoming[0] != adapter_key(self._engine.merged_adapter)
+            ):
+                await incoming[1].wait()
+            else:
+                break
         engine, served = self._engine, adapter  # taken before any await: a swap cannot stop it
         try:
             merged = engine.merged_adapter

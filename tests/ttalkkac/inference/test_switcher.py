@@ -1,5 +1,9 @@
 """Merged serving's switch, on the real transformers engine (tiny model, two adapters).
 
+The transformers engine cannot load weights in place, so these switches take the two-engine
+path (a new engine started beside the serving one, then swapped in); the in-place path of the
+vLLM engine is tested on a real vLLM app in ``tests/app/test_merged_serving.py``.
+
 What a user relies on: every request answered during a switch, each with the weights it asked
 for (the merged adapter on the merged engine, any other on the LoRA engine, which a switch leaves
 alone); the switch ends on the adapter activated last; a failed switch keeps the old engine.
@@ -14,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ttalkkac.adapters import AdapterRef, ref_from_dir
+from ttalkkac.adapters import AdapterRef, ref_from_dir, trains_embeddings
 from ttalkkac.inference.engines import EngineHost
 from ttalkkac.inference.hf_engine import TransformersEngine
 from ttalkkac.inference.service import PlanGenerator
@@ -119,6 +123,7 @@ def test_switch_under_load_answers_every_request_with_its_adapter(
         assert result.adapter == (adapter.name if adapter else None)
     assert switcher.merged_adapter == b and switcher.switching_to is None
     assert switcher.switches == 1 and switcher.last_switch_s > 0 and switcher.error is None
+    assert switcher.last_switch_method == "new_engine"
     assert not first_engine.ready  # stopped once its last request finished
     assert first_engine.loaded_adapters() == ["a"]  # merged, and nothing else applied on it
     assert {"a", "b"} <= set(lora_engine.loaded_adapters())  # b before the switch, a after
@@ -172,3 +177,22 @@ def test_failed_switch_keeps_serving(terse_model_dir: Path, refs: list[AdapterRe
     assert isinstance(result.plan, ProjectPlan)
     assert switcher.merged_adapter is None and switcher.switches == 0
     assert "switch to a failed" in switcher.error
+
+
+def test_in_place_is_refused_where_it_cannot_work(
+    terse_model_dir: Path, refs: list[AdapterRef], tmp_path: Path
+) -> None:
+    """The reasons the switch falls back to a new engine, each said in words."""
+    import json
+
+    a, _ = refs
+    switcher, _ = make_switcher(terse_model_dir, [a])
+    assert "cannot load weights in place" in switcher.in_place_blocker(a)
+    switcher.method = "new_engine"
+    assert switcher.in_place_blocker(a) == "ADAPTER_SWITCH=new_engine"
+    embeddings = shutil.copytree(a.path, tmp_path / "emb")
+    config = json.loads((embeddings / "adapter_config.json").read_text())
+    config["modules_to_save"] = ["lm_head"]
+    (embeddings / "adapter_config.json").write_text(json.dumps(config))
+    assert trains_embeddings(ref_from_dir(embeddings, name="emb"))
+    assert not trains_embeddings(a)
