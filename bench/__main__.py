@@ -351,5 +351,54 @@ def gen_engine(
     result.write_text(json.dumps(numbers, ensure_ascii=False, indent=2))
 
 
+@app.command()
+def serving(
+    model: Model = None,
+    smoke: Smoke = False,
+    out: Out = None,
+    variants: Annotated[
+        str, typer.Option(help="Comma-separated: reserve_one, all, all_eager.")
+    ] = "reserve_one,all,all_eager",
+    max_tokens: MaxTokens = None,
+) -> None:
+    """vLLM's cores, start and restart, and the adapter switch (in place vs a new engine)."""
+    from bench import env, report
+    from bench.serving import run_serving_bench
+
+    started = time.perf_counter()
+    model, out = _setup(smoke, model, out)
+    run_id = time.strftime("%Y%m%d-%H%M%S") + ("-smoke" if smoke else "") + "-serving"
+    result: dict = {
+        "run_id": run_id,
+        "command": "python -m bench " + " ".join(sys.argv[1:]),
+        "smoke": smoke,
+        "machine": env.machine(),
+        "versions": env.versions(),
+    }
+    result["serving"] = run_serving_bench(
+        model=model, smoke=smoke, variants=_split(variants), max_tokens=max_tokens
+    )
+    result["switch"] = result["serving"].get("switch")
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    result["machine"]["load_average_at_end"] = env.load_average()
+    paths = report.write(result, out)
+    typer.echo(report.markdown(result))
+    typer.echo("\n" + "\n".join(str(p) for p in paths))
+
+
+@app.command("_serving-variant", hidden=True)
+def serving_variant(
+    config: Annotated[Path, typer.Option(help="JSON settings written by the parent.")],
+    result: Annotated[Path, typer.Option()],
+) -> None:
+    """One engine variant's measurements in this process (run by ``serving``)."""
+    from ttalkkac.logs import configure_logging
+
+    configure_logging("INFO")
+    from bench.serving import run_variant
+
+    run_variant(config, result)
+
+
 if __name__ == "__main__":
     app()

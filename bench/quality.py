@@ -207,6 +207,8 @@ def run_quality_bench(
     seed: int,
     max_tokens: int | None,
 ) -> dict[str, Any]:
+    from bench.generation import service_settings
+
     work = Path(tempfile.mkdtemp(prefix="bench-quality-train-"))
     try:
         section: dict[str, Any] = {}
@@ -226,6 +228,9 @@ def run_quality_bench(
             "seed": seed,
             "temperature": 0.0,
             "cpu_kvcache_space_gb": EVAL_KV_CACHE_GB,
+            "vllm_cpu_cores": service_settings().vllm_cpu_cores,
+            "enforce_eager": service_settings().enforce_eager,
+            "adapter_switch": service_settings().adapter_switch,
         }
         started = time.perf_counter()
         section |= asyncio.run(

@@ -91,7 +91,51 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", *_generation_md(result["generation"])]
     if "quality" in result:
         lines += ["", *_quality_md(result["quality"])]
+    if "serving" in result:
+        lines += ["", *_serving_md(result["serving"])]
     return "\n".join(lines)
+
+
+def _serving_md(serving: dict[str, Any]) -> list[str]:
+    """Cores, start and switch of the vLLM engine (``bench.serving``)."""
+    settings = serving.get("settings") or {}
+    lines = [
+        "## Serving: cores, start, adapter switch",
+        "",
+        f"- {len(settings.get('meetings', []))} meetings, max_tokens "
+        f"{settings.get('max_tokens')}, requests per level {settings.get('requests')}; "
+        "merged serving on the base weights, the API's event loop in the same process.",
+        "",
+        "| variant | cores | torch.compile | start s | restart s | c=1 tok/s | c=16 tok/s |"
+        " c=16 vs reserve_one |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    speedups = serving.get("speedup_c16_vs_reserve_one") or {}
+    for name, v in (serving.get("variants") or {}).items():
+        if "error" in v:
+            lines.append(f"| {name} | failed: {v['error']} | | | | | | |")
+            continue
+        tps = {str(level["concurrency"]): level["generated_tokens_per_s"] for level in v["levels"]}
+        lines.append(
+            f"| {name} | {v['vllm_cpu_cores']} | {'no' if v['enforce_eager'] else 'yes'} | "
+            f"{_fmt(v['start_s'])} | {_fmt(v['restart_s'])} | {_fmt(tps.get('1'))} | "
+            f"{_fmt(tps.get('16'))} | {_fmt(speedups.get(name), 2)} |"
+        )
+    for v in (serving.get("variants") or {}).values():
+        for method, s in (v.get("switch") or {}).items():
+            if not lines[-1].startswith("| switch"):
+                lines += [
+                    "",
+                    "| switch | activation -> switched s | first plan s (tokens) | "
+                    "activation -> first plan s | engines resident max | engine RSS max / steady |",
+                    "|---|---|---|---|---|---|",
+                ]
+            lines.append(
+                f"| switch {method} | {_fmt(s['switch_s'], 2)} | {_fmt(s['first_plan_s'], 2)} "
+                f"({s['first_plan_tokens']}) | {_fmt(s['activation_to_first_plan_s'], 2)} | "
+                f"{s['engines_resident_max']} | {_fmt(s['engine_rss_ratio'], 2)} |"
+            )
+    return lines
 
 
 def _quality_md(quality: dict[str, Any]) -> list[str]:
