@@ -26,9 +26,9 @@ from bench import data, env
 
 logger = logging.getLogger(__name__)
 
-# The demo recipe for SmolLM2-135M on 2 CPU cores (43 minutes of training in the committed run,
-# bench/results/20261202-005807-quality.md; 61 on a busier machine). Chosen before any
-# evaluation, not tuned on one: the committed figures are the first evaluation of it.
+# The demo recipe for SmolLM2-135M on 2 CPU cores (31 to 43 minutes of training in the committed
+# runs, bench/results/2026120*-quality.md; 61 on a busier machine). Chosen before any
+# evaluation, not tuned on one: the committed figures are evaluations of it as first chosen.
 # Small model, few steps: a high LoRA learning rate on every projection, a short warmup, and
 # sequences of 3,072 tokens (the answer, median 1,450 tokens, is never cut; the transcript is
 # shortened to what fits, as training always does).
