@@ -44,8 +44,11 @@ def write(result: dict[str, Any], out_dir: Path) -> list[Path]:
         plot = out_dir / f"{run_id}-throughput.png"
         if plot_throughput(result["generation"], plot, title=_machine_line(result)):
             paths.append(plot)
+    # latest.* for the training and generation runs; latest-quality.*, latest-serving.* for the
+    # others, so that a quality or serving run does not replace the generation run's latest.
+    kind = next((k for k in ("quality", "serving") if k in result), "")
     for path in list(paths):
-        latest = out_dir / path.name.replace(run_id, "latest")
+        latest = out_dir / path.name.replace(run_id, f"latest-{kind}" if kind else "latest")
         shutil.copyfile(path, latest)
         paths.append(latest)
     return paths

@@ -25,7 +25,13 @@ def test_quality_smoke_writes_base_adapter_and_floor(
     cmd += ["--max-tokens", "700"]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    [run] = [p for p in tmp_path.iterdir() if p.name.endswith("-quality.json")]
+    [run] = [
+        p
+        for p in tmp_path.iterdir()
+        if p.name.endswith("-quality.json") and not p.name.startswith("latest")
+    ]
+    # Its own latest copy: a quality run leaves the generation run's latest.* alone.
+    assert (tmp_path / "latest-quality.json").is_file() and not (tmp_path / "latest.json").exists()
     quality = json.loads(run.read_text())["quality"]
     assert quality["training"]["global_step"] == 2  # the smoke recipe's steps, really trained
     for key in ("base", "adapter", "generic_floor"):
