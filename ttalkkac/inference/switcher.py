@@ -139,11 +139,12 @@ class AdapterSwitcher:
             return f"the {self.engines.engine.name} engine cannot load weights in place"
         if target is None and not Path(self.base_model).is_dir():
             return f"the base model {self.base_model!r} is not a local folder"
-        if target is not None and trains_embeddings(target):
-            return (
-                f"adapter {target.name!r} trains the embeddings or the LM head, which a load "
-                "in place does not re-tie"
-            )
+        for adapter in (target, self.merged_adapter):  # loading over one is as wrong as it
+            if adapter is not None and trains_embeddings(adapter):
+                return (
+                    f"adapter {adapter.name!r} trains the embeddings or the LM head, which a "
+                    "load in place does not re-tie"
+                )
         return None
 
     async def _switch(self, target: AdapterRef | None) -> SwitchMethod:
