@@ -11,17 +11,17 @@ first use, so a newly registered adapter needs no restart).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from ttalkkac.adapters import AdapterRef, trains_embeddings
+from ttalkkac.environ import scoped_environ
 from ttalkkac.errors import EngineUnavailable, InvalidInput
 from ttalkkac.inference.base import EngineRequest, EngineResult, allowed_max_lora_rank
 from ttalkkac.inference.schema import engine_json_schema
@@ -102,9 +102,7 @@ class VllmEngine:
             self._llm = await asyncio.to_thread(self._build_llm, model)
             self.broken = False
             if model != self.weights:
-                await self._llm.collective_rpc(
-                    "reload_weights", kwargs={"weights_path": self.weights}
-                )
+                await _load_weights(self._llm, self.weights)
                 await self._llm.reset_prefix_cache()
             logger.info(
                 "vLLM engine ready: %s (dtype=%s, max_model_len=%d, lora=%s, max_lora_rank=%d) "
@@ -171,7 +169,7 @@ class VllmEngine:
         ):
             binding = cpu_binding_env(sorted(os.sched_getaffinity(0)))
         # Only for the engine process spawned here (it copies the environment at spawn).
-        with _environment(binding):
+        with scoped_environ(binding):
             return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
 
     async def stop(self) -> None:
@@ -209,15 +207,13 @@ class VllmEngine:
             await llm.pause_generation(mode="wait", clear_cache=True)
             try:
                 try:
-                    await llm.collective_rpc("reload_weights", kwargs={"weights_path": weights})
+                    await _load_weights(llm, weights)
                 except Exception:
                     logger.exception(
                         "loading %s into the engine failed; loading %s back", weights, self.weights
                     )
                     try:
-                        await llm.collective_rpc(
-                            "reload_weights", kwargs={"weights_path": self.weights}
-                        )
+                        await _load_weights(llm, self.weights)
                     except Exception:
                         logger.exception("loading the previous weights back failed too")
                         self.broken = True
@@ -332,18 +328,9 @@ class VllmEngine:
         )
 
 
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+async def _load_weights(llm: Any, folder: str) -> None:
+    """The worker's in-place load of a safetensors folder of the running architecture."""
+    await llm.collective_rpc("reload_weights", kwargs={"weights_path": folder})
 
 
 def cpu_binding_env(cores: list[int]) -> dict[str, str]:

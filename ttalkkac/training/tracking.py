@@ -17,13 +17,13 @@ No torch import at module level: the API checks a spec against its settings with
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ttalkkac.environ import scoped_environ
 from ttalkkac.errors import InvalidInput, JobCancelled, JobInterrupted
 from ttalkkac.training.layout import TENSORBOARD_DIR
 
@@ -71,25 +71,6 @@ def tensorboard_dir(out_dir: Path) -> Path:
 
 
 @contextmanager
-def _environ(values: dict[str, str | None]) -> Iterator[None]:
-    """Set (None: unset) these variables, and put back what was there before."""
-    before = {key: os.environ.get(key) for key in values}
-    for key, value in values.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextmanager
 def tracking_env(report_to: ReportTo, tracking: Tracking, out_dir: Path) -> Iterator[None]:
     """The environment transformers' callbacks read, for the trainer's construction and run."""
     if report_to == "none":
@@ -98,7 +79,7 @@ def tracking_env(report_to: ReportTo, tracking: Tracking, out_dir: Path) -> Iter
     if report_to == "tensorboard":
         folder = tensorboard_dir(out_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        with _environ({"TENSORBOARD_LOGGING_DIR": str(folder)}):
+        with scoped_environ({"TENSORBOARD_LOGGING_DIR": str(folder)}):
             yield
         return
     if not tracking.mlflow_tracking_uri:
@@ -115,7 +96,7 @@ def tracking_env(report_to: ReportTo, tracking: Tracking, out_dir: Path) -> Iter
         "MLFLOW_EXPERIMENT_NAME": tracking.mlflow_experiment,
         "MLFLOW_RUN_ID": None,  # a run id left in the environment would be resumed instead
     }
-    with _environ(env):
+    with scoped_environ(env):
         # The callback keeps a URI mlflow already holds in this process: set ours explicitly
         # (inside the scope: mlflow also exports it to the environment).
         mlflow.set_tracking_uri(tracking.mlflow_tracking_uri)
