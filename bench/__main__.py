@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -75,6 +75,31 @@ def _setup(smoke: bool, model: str | None, out: Path | None) -> tuple[str, Path]
     out = out or (RESULTS_DIR / "smoke" if smoke else RESULTS_DIR)
     out.mkdir(parents=True, exist_ok=True)
     return model, out
+
+
+def _new_result(smoke: bool, *, kind: str) -> dict[str, Any]:
+    """A run's record before its measurements: id, command, machine and versions."""
+    from bench import env
+
+    suffix = ("-smoke" if smoke else "") + (f"-{kind}" if kind else "")
+    return {
+        "run_id": time.strftime("%Y%m%d-%H%M%S") + suffix,
+        "command": "python -m bench " + " ".join(sys.argv[1:]),
+        "smoke": smoke,
+        "machine": env.machine(),
+        "versions": env.versions(),
+    }
+
+
+def _write(result: dict[str, Any], started: float, out: Path) -> None:
+    """Wall time and the load at the end, then the run's files and its tables on stdout."""
+    from bench import env, report
+
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    result["machine"]["load_average_at_end"] = env.load_average()
+    paths = report.write(result, out)
+    typer.echo(report.markdown(result))
+    typer.echo("\n" + "\n".join(str(p) for p in paths))
 
 
 def _split(value: str) -> list[str]:
@@ -172,18 +197,9 @@ def _run(
     adapter: Path | None = None,
     max_tokens: int | None = None,
 ) -> None:
-    from bench import env, report
-
     started = time.perf_counter()
     model, out = _setup(smoke, model, out)
-    run_id = time.strftime("%Y%m%d-%H%M%S") + ("-smoke" if smoke else "")
-    result: dict = {
-        "run_id": run_id,
-        "command": "python -m bench " + " ".join(sys.argv[1:]),
-        "smoke": smoke,
-        "machine": env.machine(),
-        "versions": env.versions(),
-    }
+    result = _new_result(smoke, kind="")
     keep = Path(tempfile.mkdtemp(prefix="bench-adapter-")) / "trained"
     adapter_source = f"given: {adapter}" if adapter else ""
     try:
@@ -220,11 +236,7 @@ def _run(
             )
     finally:
         shutil.rmtree(keep.parent, ignore_errors=True)
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    result["machine"]["load_average_at_end"] = env.load_average()
-    paths = report.write(result, out)
-    typer.echo(report.markdown(result))
-    typer.echo("\n" + "\n".join(str(p) for p in paths))
+    _write(result, started, out)
 
 
 @app.command()
@@ -246,19 +258,11 @@ def quality(
     max_tokens: MaxTokens = None,
 ) -> None:
     """Train the demo recipe, then score base and adapter on the validation split."""
-    from bench import env, report
     from bench.quality import run_quality_bench
 
     started = time.perf_counter()
     model, out = _setup(smoke, model, out)
-    run_id = time.strftime("%Y%m%d-%H%M%S") + ("-smoke" if smoke else "") + "-quality"
-    result: dict = {
-        "run_id": run_id,
-        "command": "python -m bench " + " ".join(sys.argv[1:]),
-        "smoke": smoke,
-        "machine": env.machine(),
-        "versions": env.versions(),
-    }
+    result = _new_result(smoke, kind="quality")
     result["quality"] = run_quality_bench(
         model=model,
         smoke=smoke,
@@ -269,11 +273,7 @@ def quality(
         seed=seed,
         max_tokens=max_tokens,
     )
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    result["machine"]["load_average_at_end"] = env.load_average()
-    paths = report.write(result, out)
-    typer.echo(report.markdown(result))
-    typer.echo("\n" + "\n".join(str(p) for p in paths))
+    _write(result, started, out)
 
 
 @app.command("_train-quality", hidden=True)
@@ -362,28 +362,16 @@ def serving(
     max_tokens: MaxTokens = None,
 ) -> None:
     """vLLM's cores, start and restart, and the adapter switch (in place vs a new engine)."""
-    from bench import env, report
     from bench.serving import run_serving_bench
 
     started = time.perf_counter()
     model, out = _setup(smoke, model, out)
-    run_id = time.strftime("%Y%m%d-%H%M%S") + ("-smoke" if smoke else "") + "-serving"
-    result: dict = {
-        "run_id": run_id,
-        "command": "python -m bench " + " ".join(sys.argv[1:]),
-        "smoke": smoke,
-        "machine": env.machine(),
-        "versions": env.versions(),
-    }
+    result = _new_result(smoke, kind="serving")
     result["serving"] = run_serving_bench(
         model=model, smoke=smoke, variants=_split(variants), max_tokens=max_tokens
     )
     result["switch"] = result["serving"].get("switch")
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    result["machine"]["load_average_at_end"] = env.load_average()
-    paths = report.write(result, out)
-    typer.echo(report.markdown(result))
-    typer.echo("\n" + "\n".join(str(p) for p in paths))
+    _write(result, started, out)
 
 
 @app.command("_serving-variant", hidden=True)

@@ -148,6 +148,24 @@ def service_settings(max_tokens: int | None = None, **engine: Any) -> Any:
     return Settings(max_waiting_requests=100_000, warmup=True, **budget, **engine)
 
 
+def merged_vllm_engine(settings: Any, model: str) -> Callable[..., Any]:
+    """Builds the service's merged-mode vLLM engine on ``model``: ``engine(weights, merged)``
+    for a merged folder and its adapter, ``engine()`` for the base weights (not started)."""
+    from ttalkkac.inference.factory import build_engine
+
+    def engine(weights: str | None = None, merged: Any = None) -> Any:
+        return build_engine(
+            settings,
+            base_model=model,
+            kind="vllm",
+            mode="merged",
+            weights=weights,
+            merged_adapter=merged,
+        )
+
+    return engine
+
+
 def _settings(cfg: dict[str, Any]) -> Any:
     return service_settings(
         cfg["max_tokens"],

@@ -103,12 +103,11 @@ async def evaluate_both(
     repeat: bool = True,
 ) -> dict[str, Any]:
     """Base, then adapter (merged into the weights), on the same examples through one service."""
-    from bench.generation import service_settings
+    from bench.generation import merged_vllm_engine, service_settings
     from ttalkkac.adapters import ref_from_dir
     from ttalkkac.evaluation.examples import select_examples
     from ttalkkac.evaluation.run import evaluate_examples, summarize
     from ttalkkac.inference.engines import EngineHost
-    from ttalkkac.inference.factory import build_engine
     from ttalkkac.inference.service import PlanGenerator
     from ttalkkac.inference.switcher import AdapterSwitcher
 
@@ -128,16 +127,7 @@ async def evaluate_both(
             base_model=model,
         )
 
-        def engine(weights: str | None = None, merged: Any = None) -> Any:
-            return build_engine(
-                settings,
-                base_model=model,
-                kind="vllm",
-                mode="merged",
-                weights=weights,
-                merged_adapter=merged,
-            )
-
+        engine = merged_vllm_engine(settings, model)
         generator = PlanGenerator.from_settings(
             EngineHost(engine(), warmup=settings.warmup), settings
         )
@@ -148,7 +138,7 @@ async def evaluate_both(
                 switcher = AdapterSwitcher(
                     generator.engines,
                     base_model=model,
-                    build_engine=lambda weights, merged: engine(weights, merged),
+                    build_engine=engine,
                     read_active=lambda: ref,
                 )
                 switcher.request(ref)
@@ -209,6 +199,7 @@ def run_quality_bench(
 ) -> dict[str, Any]:
     from bench.generation import service_settings
 
+    defaults = service_settings()  # what the evaluation's engine runs with, besides its budget
     work = Path(tempfile.mkdtemp(prefix="bench-quality-train-"))
     try:
         section: dict[str, Any] = {}
@@ -228,9 +219,9 @@ def run_quality_bench(
             "seed": seed,
             "temperature": 0.0,
             "cpu_kvcache_space_gb": EVAL_KV_CACHE_GB,
-            "vllm_cpu_cores": service_settings().vllm_cpu_cores,
-            "enforce_eager": service_settings().enforce_eager,
-            "adapter_switch": service_settings().adapter_switch,
+            "vllm_cpu_cores": defaults.vllm_cpu_cores,
+            "enforce_eager": defaults.enforce_eager,
+            "adapter_switch": defaults.adapter_switch,
         }
         started = time.perf_counter()
         section |= asyncio.run(

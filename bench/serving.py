@@ -110,11 +110,10 @@ class EngineSampler:
 
 
 async def _variant(cfg: dict[str, Any]) -> dict[str, Any]:
-    from bench.generation import Sample, load_level, service_settings
+    from bench.generation import Sample, load_level, merged_vllm_engine, service_settings
     from ttalkkac.adapters import ref_from_dir
     from ttalkkac.errors import GenerationInvalid
     from ttalkkac.inference.engines import EngineHost
-    from ttalkkac.inference.factory import build_engine
     from ttalkkac.inference.service import PlanGenerator
     from ttalkkac.inference.switcher import AdapterSwitcher
 
@@ -128,15 +127,7 @@ async def _variant(cfg: dict[str, Any]) -> dict[str, Any]:
     )
     out: dict[str, Any] = {"variant": cfg["variant"], **VARIANTS[cfg["variant"]]}
 
-    def engine(weights: str | None = None, merged: Any = None) -> Any:
-        return build_engine(
-            settings,
-            base_model=model,
-            kind="vllm",
-            mode="merged",
-            weights=weights,
-            merged_adapter=merged,
-        )
+    engine = merged_vllm_engine(settings, model)
 
     cache = Path.home() / ".cache" / "vllm" / "torch_compile_cache"
     cached_before = set(cache.rglob("model")) if cache.is_dir() else set()
@@ -188,7 +179,7 @@ async def _variant(cfg: dict[str, Any]) -> dict[str, Any]:
                 switcher = AdapterSwitcher(
                     generator.engines,
                     base_model=model,
-                    build_engine=lambda weights, merged: engine(weights, merged),
+                    build_engine=engine,
                     read_active=lambda ref=ref: ref,
                     method=method,
                 )
