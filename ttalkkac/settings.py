@@ -260,6 +260,23 @@ class Settings(BaseSettings):
             "(the same list item, digit runs) without it."
         ),
     )
+    repetition_stop_max_pattern: int = Field(
+        default=32,
+        ge=0,
+        le=256,
+        description=(
+            "End an answer early when it loops: its last tokens are one pattern of up to this "
+            "many tokens, repeated REPETITION_STOP_MIN_COUNT times. Such an answer cannot "
+            "validate; it is retried as a compact plan at once instead of after max_tokens. "
+            "0: off."
+        ),
+    )
+    repetition_stop_min_count: int = Field(
+        default=8,
+        ge=2,
+        le=64,
+        description="Repeats that make a loop (REPETITION_STOP_MAX_PATTERN).",
+    )
     max_meeting_chars: int = Field(
         default=200_000, ge=1000, description="Hard limit on a meeting's length (413 beyond)."
     )

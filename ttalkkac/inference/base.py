@@ -15,10 +15,22 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from ttalkkac.adapters import AdapterRef
 from ttalkkac.inference.progress import TextCallback
+from ttalkkac.inference.repetition import RepetitionStop
+
+
+class FinishReason(StrEnum):
+    """Why an engine ended an answer (vLLM's names)."""
+
+    stop = "stop"  # the model ended it
+    length = "length"  # max_tokens
+    repetition = "repetition"  # it looped (EngineRequest.repetition_stop)
+    abort = "abort"
+    error = "error"
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,7 @@ class EngineRequest:
     prompt_text: str | None = None
     repetition_penalty: float = 1.0
     json_schema: dict[str, Any] | None = None  # None: the plan schema (engine_json_schema)
+    repetition_stop: RepetitionStop | None = None  # None: an answer may loop to max_tokens
     # Called with the answer so far as the engine decodes it (a streaming client watches it).
     # Optional for engines: one that generates a batch in one call (transformers) never calls
     # it, and the caller learns the answer from the result as usual.
@@ -43,7 +56,7 @@ class EngineResult:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" | "length" | "error"
+    finish_reason: FinishReason
     queue_ms: float = 0.0
     generate_ms: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)

@@ -31,7 +31,8 @@ from typing import Any
 
 from ttalkkac.adapters import AdapterRef
 from ttalkkac.errors import EngineUnavailable, InvalidInput
-from ttalkkac.inference.base import EngineRequest, EngineResult
+from ttalkkac.inference.base import EngineRequest, EngineResult, FinishReason
+from ttalkkac.inference.repetition import RepetitionStop
 from ttalkkac.inference.schema import engine_json_schema
 
 logger = logging.getLogger(__name__)
@@ -304,17 +305,19 @@ class TransformersEngine:
         )
         temperature = requests[0].temperature
         max_new = max(r.max_tokens for r in requests)
+        grammar = LogitsProcessor([self._grammar_for(r.json_schema) for r in requests])
         kwargs: dict[str, Any] = {
             "max_new_tokens": max_new,
             "pad_token_id": pad,
             "eos_token_id": self._stop_ids,
-            "logits_processor": [
-                LogitsProcessor([self._grammar_for(r.json_schema) for r in requests])
-            ],
+            "logits_processor": [grammar],
             "top_k": None,
             "top_p": None,
             "repetition_penalty": requests[0].repetition_penalty,
         }
+        loops = _LoopCriterion([r.repetition_stop for r in requests], width, grammar)
+        if loops.active:
+            kwargs["stopping_criteria"] = [loops]
         if temperature > 0:
             kwargs |= {"do_sample": True, "temperature": temperature}
             torch.manual_seed(requests[0].seed)
@@ -325,21 +328,67 @@ class TransformersEngine:
         with torch.inference_mode():
             output = self._model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
         results = []
-        for row, request in zip(output[:, width:].tolist(), requests, strict=True):
-            tokens = row[: request.max_tokens]
+        rows = zip(output[:, width:].tolist(), requests, strict=True)
+        for index, (row, request) in enumerate(rows):
+            tokens = row[: min(loops.ended_at.get(index, request.max_tokens), request.max_tokens)]
             stop_at = next((i for i, t in enumerate(tokens) if t in self._stop_ids), None)
             stopped = stop_at is not None
             if stop_at is not None:
                 tokens = tokens[:stop_at]
+            reason = FinishReason.stop if stopped else FinishReason.length
+            if not stopped and index in loops.ended_at:
+                reason = FinishReason.repetition
             results.append(
                 EngineResult(
                     text=tok.decode(tokens, skip_special_tokens=True),
                     prompt_tokens=len(request.prompt_ids),
                     completion_tokens=len(tokens) + (1 if stopped else 0),
-                    finish_reason="stop" if stopped else "length",
+                    finish_reason=reason,
                 )
             )
         return results
+
+
+class _LoopCriterion:
+    """transformers stopping criterion: ends each row whose answer loops (its RepetitionStop).
+
+    ``ended_at`` maps a row to the length of its answer when it was ended, so the caller can cut
+    the row there (generate pads the rest) and report ``FinishReason.repetition``.
+    """
+
+    def __init__(self, stops: list[RepetitionStop | None], prompt_width: int, grammar: Any) -> None:
+        self.stops = stops
+        self.prompt_width = prompt_width
+        self.grammar = grammar
+        self.ended_at: dict[int, int] = {}
+        self.active = any(stops)
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for row, stop in enumerate(self.stops):
+            if stop is None:
+                continue
+            if row in self.ended_at:
+                done[row] = True
+                continue
+            answer = input_ids[row, self.prompt_width :].tolist()
+            if stop.repeats(answer[-stop.max_pattern * stop.min_count :]):
+                self.ended_at[row] = len(answer)
+                done[row] = True
+                # generate pads an ended row from now on, and xgrammar's processor would refuse
+                # the pad token as the row's next JSON token: it skips rows whose matcher has
+                # terminated (as after an end-of-sequence token), so this one reads terminated.
+                self.grammar.matchers[row] = _EndedMatcher()
+        return done
+
+
+class _EndedMatcher:
+    """Stands in for the xgrammar matcher of a row ended by ``_LoopCriterion``."""
+
+    def is_terminated(self) -> bool:
+        return True
 
 
 def _by_sampling(batch: list[_Pending]) -> list[list[_Pending]]:

@@ -3,9 +3,10 @@
 The policy, the same on every engine: the answer is parsed with ``ProjectPlan.model_validate_json``;
 an answer that fails is retried once with another seed, at a temperature of at least
 ``RETRY_MIN_TEMPERATURE`` (greedy decoding would repeat the failed answer). An answer cut off at
-``max_tokens`` is retried under the compact plan schema instead
-(``ttalkkac.inference.schema.compact_json_schema``), which no answer can overrun, so a model that
-loops inside a string or a small budget still ends in a plan. Two failures are
+``max_tokens``, or ended early because it looped (``repetition_stop``), is retried under the
+compact plan schema instead (``ttalkkac.inference.schema.compact_json_schema``), which no answer
+can overrun, so a model that loops inside a string or a small budget still ends in a plan. The
+compact answer runs without the repetition stop: it is the last resort, and it always ends. Two failures are
 ``GenerationInvalid`` with both attempts described; an unvalidated plan is never returned.
 Which of these paths a plan took is its ``PlanValidity``.
 """
@@ -22,8 +23,9 @@ from pydantic import ValidationError
 
 from ttalkkac.adapters import AdapterRef
 from ttalkkac.errors import GenerationInvalid
-from ttalkkac.inference.base import Engine, EngineRequest, EngineResult
+from ttalkkac.inference.base import Engine, EngineRequest, EngineResult, FinishReason
 from ttalkkac.inference.progress import ChunkReporter
+from ttalkkac.inference.repetition import RepetitionStop
 from ttalkkac.inference.schema import compact_json_schema
 from ttalkkac.plan import ProjectPlan
 from ttalkkac.prompts import render_prompt
@@ -75,6 +77,7 @@ async def generate_chunk(
     temperature: float,
     seed: int,
     repetition_penalty: float,
+    repetition_stop: RepetitionStop | None = None,
     request_id: str,
     label: str,
     progress: ChunkReporter | None = None,
@@ -102,6 +105,7 @@ async def generate_chunk(
                 request_id=f"{request_id}-a{attempt}",
                 repetition_penalty=repetition_penalty,
                 json_schema=schema,
+                repetition_stop=repetition_stop if schema is None else None,
                 on_text=progress.on_text(attempt) if progress else None,
             )
         )
@@ -121,9 +125,9 @@ async def generate_chunk(
                 result.completion_tokens,
                 failures[-1]["error"],
             )
-            if result.finish_reason == "length":
-                # Cut off (a model looping inside a string, or a small budget): retry
-                # with the plan schema shrunk until no answer can be cut off.
+            if result.finish_reason in (FinishReason.length, FinishReason.repetition):
+                # Cut off or looping (a model looping inside a string, or a small budget):
+                # retry with the plan schema shrunk until no answer can be cut off.
                 schema = compact_json_schema(max_tokens)
             if progress is not None and attempt < len(attempts):
                 progress.retry(attempt, result.completion_tokens, failures[-1]["error"])
@@ -157,8 +161,10 @@ def _failure(attempt: int, seed: int, result: EngineResult, exc: ValidationError
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
     reason = f"{where}: {first['msg']}" if where else first["msg"]
-    if result.finish_reason == "length":
+    if result.finish_reason == FinishReason.length:
         reason = f"cut off at max_tokens ({result.completion_tokens} tokens); {reason}"
+    elif result.finish_reason == FinishReason.repetition:
+        reason = f"ended after {result.completion_tokens} tokens, looping; {reason}"
     return {
         "attempt": attempt,
         "seed": seed,

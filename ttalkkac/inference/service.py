@@ -42,6 +42,7 @@ from ttalkkac.inference.progress import (
     ProgressCallback,
     ProgressTracker,
 )
+from ttalkkac.inference.repetition import RepetitionStop
 from ttalkkac.inference.retry import PlanValidity, generate_chunk
 from ttalkkac.meetings import CHUNK_CHARS, CHUNK_OVERLAP, Utterance, chunk_text, meeting_text
 from ttalkkac.plan import ProjectPlan, merge_plans
@@ -82,6 +83,7 @@ class PlanGenerator:
         default_max_tokens: int = 2048,
         default_temperature: float = 0.2,
         repetition_penalty: float = 1.0,
+        repetition_stop: RepetitionStop | None = None,
     ) -> None:
         self.engines = engines
         self.max_waiting_requests = max_waiting_requests
@@ -92,6 +94,7 @@ class PlanGenerator:
         self.default_max_tokens = default_max_tokens
         self.default_temperature = default_temperature
         self.repetition_penalty = repetition_penalty
+        self.repetition_stop = repetition_stop
         self._waiting = 0
         self._engine_requests = 0  # chunk requests of the admitted generations
         self._latency_s = 5.0  # moving average of request latency, for Retry-After
@@ -108,6 +111,11 @@ class PlanGenerator:
             default_max_tokens=settings.default_max_tokens,
             default_temperature=settings.default_temperature,
             repetition_penalty=settings.repetition_penalty,
+            repetition_stop=RepetitionStop(
+                settings.repetition_stop_max_pattern, settings.repetition_stop_min_count
+            )
+            if settings.repetition_stop_max_pattern
+            else None,
         )
 
     # --- lifecycle: the engines' -----------------------------------------------------------
@@ -215,6 +223,7 @@ class PlanGenerator:
                             temperature=temperature,
                             seed=seed + 1000 * i,
                             repetition_penalty=self.repetition_penalty,
+                            repetition_stop=self.repetition_stop,
                             request_id=f"{request_id or 'gen'}-{i}",
                             label=f"chunk {i + 1}/{len(chunks)}" if len(chunks) > 1 else "",
                             progress=tracker.chunk(i + 1) if tracker else None,

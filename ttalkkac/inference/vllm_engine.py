@@ -23,7 +23,12 @@ from typing import Any, Literal
 from ttalkkac.adapters import AdapterRef, trains_embeddings
 from ttalkkac.environ import scoped_environ
 from ttalkkac.errors import EngineUnavailable, InvalidInput
-from ttalkkac.inference.base import EngineRequest, EngineResult, allowed_max_lora_rank
+from ttalkkac.inference.base import (
+    EngineRequest,
+    EngineResult,
+    FinishReason,
+    allowed_max_lora_rank,
+)
 from ttalkkac.inference.schema import engine_json_schema
 
 logger = logging.getLogger(__name__)
@@ -269,6 +274,7 @@ class VllmEngine:
         from vllm.exceptions import VLLMClientError
         from vllm.inputs import tokens_input
         from vllm.sampling_params import (
+            RepetitionDetectionParams,
             RequestOutputKind,
             SamplingParams,
             StructuredOutputsParams,
@@ -290,6 +296,11 @@ class VllmEngine:
             if request.on_text
             else RequestOutputKind.FINAL_ONLY,
             structured_outputs=StructuredOutputsParams(json=request.json_schema or self._schema),
+            repetition_detection=RepetitionDetectionParams(
+                max_pattern_size=stop.max_pattern, min_count=stop.min_count
+            )
+            if (stop := request.repetition_stop)
+            else None,
         )
         prompt = tokens_input(request.prompt_ids, prompt=request.prompt_text)
         request_id = request.request_id or f"gen-{time.monotonic_ns()}"
@@ -322,7 +333,7 @@ class VllmEngine:
             text=completion.text,
             prompt_tokens=len(final.prompt_token_ids or request.prompt_ids),
             completion_tokens=len(completion.token_ids),
-            finish_reason=str(completion.finish_reason or "stop"),
+            finish_reason=FinishReason(str(completion.finish_reason or "stop")),
             queue_ms=queue_ms,
             generate_ms=max(elapsed_ms - queue_ms, 0.0),
         )

@@ -24,6 +24,7 @@ from ttalkkac.errors import (
 from ttalkkac.inference.base import EngineRequest, EngineResult
 from ttalkkac.inference.engines import EngineHost
 from ttalkkac.inference.hf_engine import TransformersEngine
+from ttalkkac.inference.repetition import RepetitionStop
 from ttalkkac.inference.retry import PlanValidity
 from ttalkkac.inference.service import PlanGenerator, PlanResult
 from ttalkkac.plan import ProjectPlan
@@ -116,6 +117,26 @@ def test_answer_cut_off_at_max_tokens_is_retried_as_a_compact_plan(tiny_model_di
     assert "compact plan" in result.warnings[0]
     assert result.usage["completion_tokens"] > 700  # the cut answer, then the compact one
     assert len(result.plan.core_objectives) <= 2 and len(result.plan.execution_plan) <= 3
+
+
+def test_a_looping_answer_is_ended_and_retried_as_a_compact_plan(tiny_model_dir: Path) -> None:
+    """The same worst case with the repetition stop: the loop ends long before max_tokens."""
+    engine = TransformersEngine(str(tiny_model_dir), max_model_len=2048, dtype="float32")
+    stop = RepetitionStop(max_pattern=32, min_count=8)
+
+    async def scenario():
+        gen = PlanGenerator(EngineHost(engine, warmup=False), repetition_stop=stop)
+        await gen.start()
+        try:
+            return await gen.generate(MEETING, max_tokens=700, temperature=0, seed=3)
+        finally:
+            await gen.stop()
+
+    result = asyncio.run(scenario())
+    assert isinstance(result.plan, ProjectPlan) and result.validity is PlanValidity.compact
+    assert "looping" in result.warnings[0] and "compact plan" in result.warnings[0]
+    # The compact answer, which always ends, ran without the stop and still fits max_tokens.
+    assert result.usage["completion_tokens"] < 700 + 100
 
 
 def test_two_invalid_answers_are_generation_invalid(engine) -> None:
