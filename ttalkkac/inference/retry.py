@@ -6,8 +6,9 @@ an answer that fails is retried once with another seed, at a temperature of at l
 ``max_tokens``, or ended early because it looped (``repetition_stop``), is retried under the
 compact plan schema instead (``ttalkkac.inference.schema.compact_json_schema``), which no answer
 can overrun, so a model that loops inside a string or a small budget still ends in a plan. The
-compact answer runs without the repetition stop: it is the last resort, and it always ends. Two failures are
-``GenerationInvalid`` with both attempts described; an unvalidated plan is never returned.
+compact answer runs without the repetition stop: it is the last resort, and it always ends. Two
+failures are ``GenerationInvalid`` with both attempts described; an unvalidated plan is never
+returned.
 Which of these paths a plan took is its ``PlanValidity``.
 """
 
