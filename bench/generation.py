@@ -69,6 +69,12 @@ class Sample:
     answer: str | None = None  # digest of the validated plan: equal digests, equal answers
 
 
+def invalid_sample(exc: Any, latency_s: float) -> Sample:
+    """A request that ended GenerationInvalid: its attempts' tokens were generated all the same."""
+    tokens = sum(a.get("completion_tokens", 0) for a in exc.detail.get("attempts", []))
+    return Sample(latency_s, tokens, False, False, "invalid")
+
+
 def percentile(values: list[float], p: float) -> float | None:
     """Nearest-rank percentile."""
     if not values:
@@ -253,8 +259,7 @@ async def _engine_section(cfg: dict[str, Any]) -> dict[str, Any]:
                     meeting.text, adapter=adapter, seed=seed, temperature=temperature
                 )
             except GenerationInvalid as exc:
-                tokens = sum(a.get("completion_tokens", 0) for a in exc.detail.get("attempts", []))
-                return Sample(time.perf_counter() - t0, tokens, False, False, "invalid")
+                return invalid_sample(exc, time.perf_counter() - t0)
             except Exception as exc:  # counted, never hidden
                 logger.warning("request failed: %s: %s", type(exc).__name__, exc)
                 return Sample(time.perf_counter() - t0, 0, False, False, type(exc).__name__)

@@ -110,7 +110,13 @@ class EngineSampler:
 
 
 async def _variant(cfg: dict[str, Any]) -> dict[str, Any]:
-    from bench.generation import Sample, load_level, merged_vllm_engine, service_settings
+    from bench.generation import (
+        Sample,
+        invalid_sample,
+        load_level,
+        merged_vllm_engine,
+        service_settings,
+    )
     from ttalkkac.adapters import ref_from_dir
     from ttalkkac.errors import GenerationInvalid
     from ttalkkac.inference.engines import EngineHost
@@ -147,8 +153,9 @@ async def _variant(cfg: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         try:
             result = await generator.generate(meeting.text, adapter=adapter, seed=seed)
-        except GenerationInvalid:
-            return Sample(time.perf_counter() - t0, 0, False, False, "invalid")
+        except GenerationInvalid as exc:
+            # Counted like the generation bench: an invalid plan's attempts were generated too.
+            return invalid_sample(exc, time.perf_counter() - t0)
         return Sample(
             time.perf_counter() - t0,
             result.usage["completion_tokens"],

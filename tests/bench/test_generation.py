@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bench.generation import greedy_pairs
+from bench.generation import greedy_pairs, invalid_sample, summarize
+from ttalkkac.errors import GenerationInvalid
 
 
 def _row(meeting: str, latency: float, tokens: int, answer: str | None) -> dict:
@@ -53,3 +54,14 @@ def test_pairs_meetings_and_tells_identical_plans_apart() -> None:
 
 def test_nothing_to_pair_without_the_transformers_engine() -> None:
     assert greedy_pairs({"vllm_merged": {"greedy": [_row("m1", 1.0, 10, "a")]}}) == {}
+
+
+def test_an_invalid_plan_counts_the_tokens_its_attempts_generated() -> None:
+    """Throughput counts work done: a plan that failed twice still generated both answers."""
+    exc = GenerationInvalid(
+        "did not validate, twice",
+        detail={"attempts": [{"completion_tokens": 512}, {"completion_tokens": 300}]},
+    )
+    sample = invalid_sample(exc, latency_s=4.0)
+    assert sample.completion_tokens == 812 and not sample.valid
+    assert summarize([sample], wall_s=2.0, concurrency=1)["generated_tokens_per_s"] == 406.0
