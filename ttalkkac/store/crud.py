@@ -425,9 +425,9 @@ def activate_adapter(session: Session, *, name: str) -> Adapter:
         .where(Adapter.is_active.is_(True), Adapter.id != adapter.id)
         .values(is_active=False)
     )
-    session.flush()
-    adapter.is_active = True
-    session.flush()
+    # An UPDATE, not ``adapter.is_active = True``: the ORM emits nothing when the row was read
+    # as active, and on SQLite (no advisory lock) a racing activation may have cleared it since.
+    session.execute(update(Adapter).where(Adapter.id == adapter.id).values(is_active=True))
     session.refresh(adapter)
     return adapter
 
