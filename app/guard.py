@@ -7,6 +7,10 @@ middleware runs first on every request:
 
 - with API_KEYS set, a route that needs a key answers 401 before the body is read (which routes
   are public is read from the routers: those that do not depend on ``require_api_key``);
+- without API_KEYS, a request from a network address (an IP outside loopback) answers 403 unless
+  ALLOW_UNAUTHENTICATED_NETWORK says so: ``ttalkkac api`` refuses to listen that way, and this
+  covers the servers it does not start (``uvicorn app.main:app --host 0.0.0.0``, a proxy in front
+  on loopback that forwards the network's clients);
 - a declared ``Content-Length`` over the route's limit answers 413 at once, and a body without
   one (chunked) is counted while the route reads it: past the limit the read raises, which the
   app's error handlers answer with 413. Uploads (``POST /datasets``) get MAX_UPLOAD_BYTES plus
@@ -15,6 +19,7 @@ middleware runs first on every request:
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -25,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.deps import api_key_valid, bearer_token, require_api_key
 from app.errors import EnvelopeResponse, error_body
+from ttalkkac.exposure import is_loopback
 from ttalkkac.settings import Settings
 
 # Multipart framing around the uploaded file: allowed on top of MAX_UPLOAD_BYTES.
@@ -32,6 +38,12 @@ FORM_OVERHEAD = 64 * 1024
 UPLOAD_ROUTES = frozenset({("POST", "/datasets")})
 
 _UNAUTHORIZED = "missing or invalid API key (Authorization: Bearer <key>)"
+_NETWORK_WITHOUT_KEY = (
+    "this API has no API keys, so it answers this machine (loopback) only: anyone on the network "
+    "could train, read and delete everything. Set API_KEYS on the server (clients send "
+    "Authorization: Bearer <key>), or ALLOW_UNAUTHENTICATED_NETWORK=true if an open API on this "
+    "network is intended."
+)
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -121,6 +133,15 @@ class RequestGuard:
         path, method = scope["path"], scope["method"]
         headers = scope["headers"]
         if (
+            not self.settings.api_keys
+            and not self.settings.allow_unauthenticated_network
+            and network_peer(scope) is not None
+        ):
+            await self._reply(
+                scope, receive, send, 403, "network_without_key", _NETWORK_WITHOUT_KEY
+            )
+            return
+        if (
             self.settings.api_keys
             and path not in self.public
             and not api_key_valid(self.settings, bearer_token(headers))
@@ -160,6 +181,23 @@ class RequestGuard:
             headers={**(headers or {}), "Connection": "close"},
         )
         await response(scope, receive, send)
+
+
+def network_peer(scope: Scope) -> str | None:
+    """The client's address when it is a network peer (an IP outside loopback), else None.
+
+    A client that is no IP address (a Unix socket, an in-process test client) is not one.
+    Behind uvicorn's ``--proxy-headers`` this is the address the proxy forwarded.
+    """
+    client = scope.get("client")
+    if not client:
+        return None
+    host = str(client[0])
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return None if is_loopback(host) else host
 
 
 def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:

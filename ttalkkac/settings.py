@@ -413,9 +413,11 @@ class Settings(BaseSettings):
     allow_unauthenticated_network: bool = Field(
         default=False,
         description=(
-            "Let `ttalkkac api` / `ttalkkac up` listen on an address other than loopback "
-            "(127.0.0.1, ::1, localhost) with API_KEYS empty. Off: they refuse to start, since "
-            "anyone who can reach the port could train, delete and read everything."
+            "Let the API answer the network with API_KEYS empty. Off: `ttalkkac api` / "
+            "`ttalkkac up` refuse to listen on an address other than loopback (127.0.0.1, ::1, "
+            "localhost), and a request from a non-loopback address is 403 however the server "
+            "was started, since anyone who can reach the port could train, delete and read "
+            "everything."
         ),
     )
     max_upload_bytes: int = Field(

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -320,3 +321,91 @@ def test_unauthenticated_upload_over_tcp_is_answered_while_sending(
     assert json.loads(body)["error"]["code"] == "http_error"
     # The socket buffers hold a few MiB at most; the client was stopped long before TOTAL.
     assert sent < TOTAL // 8, f"the client got {sent} bytes out before the answer"
+
+
+# --- no keys: this machine only, however the server was started ---------------------------------
+
+
+@pytest.fixture
+def open_settings(tmp_path: Path) -> Settings:
+    settings = Settings(data_dir=tmp_path / "data", serving_enabled=False, warmup=False)
+    settings.ensure_dirs()
+    return settings
+
+
+async def get_from(app: FastAPI, client: tuple[str, int], path: str, **kw: Any) -> httpx.Response:
+    """GET ``path`` as a client at address ``client`` (what uvicorn puts in the ASGI scope)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=client)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            return await http.get(path, **kw)
+
+
+@pytest.mark.parametrize("address", ["192.0.2.7", "10.0.0.5", "2001:db8::1", "::ffff:10.0.0.5"])
+def test_without_keys_a_network_client_is_403(open_settings: Settings, address: str) -> None:
+    app = create_app(open_settings)
+    for path in ("/health", "/datasets", "/no/such/route"):
+        response = asyncio.run(get_from(app, (address, 50_000), path))
+        error = assert_envelope(response, 403, "network_without_key")
+        assert (
+            "API_KEYS" in error["message"] and "ALLOW_UNAUTHENTICATED_NETWORK" in error["message"]
+        )
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.1.1", "::1", "::ffff:127.0.0.1"])
+def test_without_keys_this_machine_is_answered(open_settings: Settings, address: str) -> None:
+    response = asyncio.run(get_from(create_app(open_settings), (address, 50_000), "/datasets"))
+    assert response.status_code == 200, response.text
+
+
+def test_the_opt_out_and_keys_open_the_network(open_settings: Settings, keyed: Settings) -> None:
+    allowed = open_settings.model_copy(update={"allow_unauthenticated_network": True})
+    network = ("192.0.2.7", 50_000)
+    assert asyncio.run(get_from(create_app(allowed), network, "/datasets")).status_code == 200
+    app = create_app(keyed)  # with keys, the network is asked for one, not refused
+    assert_envelope(asyncio.run(get_from(app, network, "/datasets")), 401, "http_error")
+    assert asyncio.run(get_from(app, network, "/datasets", headers=AUTH)).status_code == 200
+
+
+def this_machines_network_address() -> str | None:
+    """An address of this machine other than loopback (a UDP connect sends nothing)."""
+    for probe in ("192.0.2.1", "10.255.255.255"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.connect((probe, 9))
+            except OSError:
+                continue
+            address = udp.getsockname()[0]
+            if not address.startswith("127.") and address != "0.0.0.0":
+                return address
+    return None
+
+
+def test_uvicorn_started_directly_on_every_interface_answers_loopback_only(
+    open_settings: Settings,
+) -> None:
+    """``uvicorn app.main:app --host 0.0.0.0`` skips ``ttalkkac api``'s refusal; the app refuses."""
+    network = this_machines_network_address()
+    if network is None:
+        pytest.skip("this machine has no address other than loopback")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("0.0.0.0", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(open_settings), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        with httpx.Client(trust_env=False, timeout=10) as http:  # no proxy from the environment
+            assert http.get(f"http://127.0.0.1:{port}/datasets").status_code == 200
+            refused = http.get(f"http://{network}:{port}/datasets")
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "network_without_key"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
