@@ -23,6 +23,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -129,11 +130,12 @@ class EvaluationRunner:
 
     # --- claim -----------------------------------------------------------------------------
 
-    def _alive(self, evaluation: Evaluation) -> bool:
+    def _alive(self, evaluation: Evaluation, now: datetime) -> bool:
         return recorded_process_alive(
             evaluation.owner,
             evaluation.heartbeat_at,
             stale_after_s=self.settings.job_stale_after_s,
+            now=now,
         )
 
     def claim_next(self) -> _Claimed | None:
@@ -141,7 +143,8 @@ class EvaluationRunner:
         with self.db.session() as session:
             orphans, _ = store.list_evaluations(session, statuses=ACTIVE, limit=100)
             queued, _ = store.list_evaluations(session, statuses=[JobStatus.queued], limit=100)
-            candidates = [e for e in reversed(orphans) if not self._alive(e)]
+            now = crud.store_now(session)
+            candidates = [e for e in reversed(orphans) if not self._alive(e, now)]
             candidates += list(reversed(queued))  # oldest first
             for evaluation in candidates:
                 claimed = self._claim(session, evaluation)
@@ -150,7 +153,7 @@ class EvaluationRunner:
         return None
 
     def _claim(self, session: Any, evaluation: Evaluation) -> _Claimed | None:
-        now = utcnow()
+        now = crud.store_now(session)
         status = JobStatus(evaluation.status)
         # Read now: the compare-and-set below updates ``evaluation`` in the session too.
         previous, attempts = evaluation.owner, evaluation.attempts
@@ -244,7 +247,11 @@ class EvaluationRunner:
     def _fenced(self, session: Any, evaluation_id: str, **fields: Any) -> None:
         """An owner-conditional update; ``_CancelRequested``/``_LostOwnership`` stop the run."""
         if not store.update_owned(
-            session, id=evaluation_id, owner=self.owner, heartbeat_at=utcnow(), **fields
+            session,
+            id=evaluation_id,
+            owner=self.owner,
+            heartbeat_at=crud.store_now(session),
+            **fields,
         ):
             raise _LostOwnership(evaluation_id)
         status = store.get_evaluation(session, id=evaluation_id)

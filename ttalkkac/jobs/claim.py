@@ -68,14 +68,14 @@ def claim_job(db: Database, settings: Settings, job_id: str, me: str) -> Trainin
             return RunOutcome.already(status)
         previous = job.worker  # read now: the CAS below updates ``job`` in the session too
         requeued = is_requeued(previous)
-        if status is JobStatus.cancelling and (requeued or not owner_alive(job, settings)):
+        now = crud.store_now(session)
+        if status is JobStatus.cancelling and (requeued or not owner_alive(job, settings, now=now)):
             finish_cancelled(session, job_id, "cancelled (its worker was gone)")
             return RunOutcome.cancelled
-        if status in ACTIVE and not requeued and owner_alive(job, settings):
+        if status in ACTIVE and not requeued and owner_alive(job, settings, now=now):
             logger.info("[job %s] running in %s; duplicate delivery skipped", job_id, job.worker)
             return RunOutcome.duplicate
 
-        now = utcnow()
         if status is JobStatus.queued:
             moved = crud.transition_job(
                 session,

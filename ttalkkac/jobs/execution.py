@@ -120,7 +120,7 @@ def _hand_back(db: Database, settings: Settings, job_id: str, me: str, why: str)
             to_status=JobStatus.running,
             where=[TrainingJob.worker == me],
             worker=requeued_by(me),
-            heartbeat_at=utcnow(),
+            heartbeat_at=crud.store_now(session),
             attempts=max(job.attempts - 1, 0),
         )
         if not moved:

@@ -18,7 +18,7 @@ from pathlib import Path
 from ttalkkac.settings import Settings
 from ttalkkac.store import crud
 from ttalkkac.store.db import Database
-from ttalkkac.store.models import TrainingJob, utcnow
+from ttalkkac.store.models import TrainingJob
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def owner_alive(job: TrainingJob, settings: Settings, *, now: datetime | None = None) -> bool:
-    """Whether the process recorded on a running job is still there."""
+def owner_alive(job: TrainingJob, settings: Settings, *, now: datetime) -> bool:
+    """Whether the process recorded on a running job is still there, at the store's ``now``."""
     return recorded_process_alive(
         job.worker, job.heartbeat_at, stale_after_s=settings.job_stale_after_s, now=now
     )
@@ -66,10 +66,12 @@ def recorded_process_alive(
     heartbeat_at: datetime | None,
     *,
     stale_after_s: float,
-    now: datetime | None = None,
+    now: datetime,
 ) -> bool:
-    """Whether a ``host:pid`` recorded with a heartbeat (a job's, an evaluation's) still runs."""
-    now = now or utcnow()
+    """Whether a ``host:pid`` recorded with a heartbeat (a job's, an evaluation's) still runs.
+
+    ``now`` is the store's clock (``crud.store_now``), which wrote the heartbeat too.
+    """
     fresh = heartbeat_at is not None and now - heartbeat_at < timedelta(seconds=stale_after_s)
     if not fresh or not owner:
         return False

@@ -39,7 +39,8 @@ def recover_orphaned_jobs(
     send again the queued jobs whose message was lost. Returns the ids acted on."""
     with db.session() as session:
         active = crud.jobs_with_status(session, statuses=ACTIVE)
-        orphans = [j.id for j in active if not owner_alive(j, settings)]
+        now = crud.store_now(session)
+        orphans = [j.id for j in active if not owner_alive(j, settings, now=now)]
         anything_runs = len(orphans) < len(active)
     recovered = [job_id for job_id in orphans if _recover(db, settings, job_id, enqueue)]
     if not anything_runs:
@@ -50,7 +51,12 @@ def recover_orphaned_jobs(
 def _recover(db: Database, settings: Settings, job_id: str, enqueue: Callable[[str], None]) -> bool:
     with db.session() as session:
         job = crud.get_job(session, id=job_id, for_update=True)
-        if job is None or JobStatus(job.status) not in ACTIVE or owner_alive(job, settings):
+        now = crud.store_now(session)
+        if (
+            job is None
+            or JobStatus(job.status) not in ACTIVE
+            or owner_alive(job, settings, now=now)
+        ):
             return False
         if job.status == JobStatus.cancelling:
             finish_cancelled(session, job_id, "cancelled (its worker was gone)")
@@ -62,7 +68,7 @@ def _recover(db: Database, settings: Settings, job_id: str, enqueue: Callable[[s
         lost = job.worker
         # Marked fresh so that the next sweep waits for this message instead of piling more; if
         # the send below fails, the mark goes stale and a later sweep sends again.
-        crud.update_job(session, id=job_id, worker=requeued_by(process_id()), heartbeat_at=utcnow())
+        crud.update_job(session, id=job_id, worker=requeued_by(process_id()), heartbeat_at=now)
         crud.append_event(
             session,
             job_id=job_id,

@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ttalkkac.store import crud
 from ttalkkac.store.db import Database
-from ttalkkac.store.models import JobStatus, utcnow
+from ttalkkac.store.models import JobStatus
 from ttalkkac.training.reporter import Reporter
 
 logger = logging.getLogger(__name__)
@@ -86,10 +86,15 @@ class JobReporter(Reporter):
             )
             return None
 
-    def _owned_update(self, what: str, **fields: Any) -> None:
-        updated = self._store(
-            what, lambda s: crud.update_job(s, id=self.job_id, owner=self.worker, **fields)
-        )
+    def _owned_update(self, what: str, *, beat: bool = False, **fields: Any) -> None:
+        """``beat``: the update is also a heartbeat, stamped by the store's clock."""
+
+        def update(session: Any) -> bool:
+            if beat:
+                fields["heartbeat_at"] = crud.store_now(session)
+            return crud.update_job(session, id=self.job_id, owner=self.worker, **fields)
+
+        updated = self._store(what, update)
         if updated is False and self.worker is not None:
             self.mark_lost(f"{what} found the job owned by another process")
 
@@ -128,9 +133,7 @@ class JobReporter(Reporter):
         if step < total_steps and now - self._last_progress < self.progress_every_s:
             return
         self._last_progress = now
-        self._owned_update(
-            "progress", step=step, total_steps=total_steps, epoch=epoch, heartbeat_at=utcnow()
-        )
+        self._owned_update("progress", beat=True, step=step, total_steps=total_steps, epoch=epoch)
 
     def metrics(self, metrics: dict[str, Any]) -> None:
         from ttalkkac.training.report import json_safe

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, exists, func, select, text, update
@@ -281,12 +281,25 @@ def update_job(session: Session, *, id: str, owner: str | None = None, **fields:
     return result.rowcount == 1
 
 
+def store_now(session: Session) -> datetime:
+    """The store's clock (UTC), by which heartbeats are written and judged.
+
+    Hosts' clocks drift: judged by one clock, a worker whose clock is behind does not look dead
+    to the others, nor one whose clock is ahead outlive its staleness limit. SQLite is a file
+    on this host, so its clock is this host's.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        # statement_timestamp, not now(): now() is when the (possibly long) transaction began.
+        return session.scalar(text("SELECT statement_timestamp()")).astimezone(UTC)
+    return utcnow()
+
+
 def touch_job(session: Session, *, id: str, worker: str) -> bool:
     """Heartbeat: only while ``worker`` still owns the job."""
     result = session.execute(
         update(TrainingJob)
         .where(TrainingJob.id == id, TrainingJob.worker == worker)
-        .values(heartbeat_at=utcnow())
+        .values(heartbeat_at=store_now(session))
     )
     return result.rowcount == 1
 
