@@ -7,11 +7,13 @@ converted here with ``model_validate(..., from_attributes=True)``.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from app.errors import without_data_dir
 from ttalkkac.datasets import public_stats
 from ttalkkac.evaluation.examples import MAX_SAMPLES, EvalSplit, Selection
 from ttalkkac.inference.progress import ProgressKind
@@ -261,7 +263,7 @@ class AdapterPublic(BaseModel):
                 {
                     "name": "smollm2-meetings-v1",
                     "base_model": "/data/models/SmolLM2-135M-Instruct",
-                    "path": "/data/jobs/job_3f9c2a1b7d4e8f60/adapter",
+                    "path": "DATA_DIR/jobs/job_3f9c2a1b7d4e8f60/adapter",
                     "rank": 16,
                     "job_id": "job_3f9c2a1b7d4e8f60",
                     "metrics": {"eval_loss": 1.42, "train_loss": 1.31},
@@ -276,7 +278,9 @@ class AdapterPublic(BaseModel):
 
     name: str
     base_model: str = Field(description="Base model the adapter was trained on (id or path).")
-    path: str = Field(description="Adapter folder (safetensors) inside the data folder.")
+    path: str = Field(
+        description="Adapter folder (safetensors), as DATA_DIR/... inside the data folder."
+    )
     rank: int = Field(description="LoRA rank r.")
     job_id: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -291,6 +295,17 @@ class AdapterPublic(BaseModel):
         description="Scores of the adapter's latest finished evaluation (field_chrf 0-100, "
         "valid_rate and grounding 0-1, the generic floor's field_chrf), if any.",
     )
+
+    @classmethod
+    def of(cls, row: Any, data_dir: Path) -> AdapterPublic:
+        """The stored adapter as clients see it: paths in the data folder start ``DATA_DIR/``.
+
+        A client names adapters by name; where the server keeps its files is not its business.
+        """
+        adapter = cls.model_validate(row, from_attributes=True)
+        adapter.path = without_data_dir(adapter.path, str(data_dir))
+        adapter.base_model = without_data_dir(adapter.base_model, str(data_dir))
+        return adapter
 
 
 class AdaptersPublic(BaseModel):

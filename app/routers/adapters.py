@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from app.deps import AuthDep, DatabaseDep, SessionDep, SettingsDep
 from app.downloads import ZIP_RESPONSE, zip_response
+from app.errors import without_data_dir
 from app.schemas import AdapterPublic, AdaptersPublic
 from app.serving import GeneratorDep, notify_active_changed
 from ttalkkac import retention
@@ -19,33 +20,36 @@ from ttalkkac.errors import InvalidInput, NotFound
 from ttalkkac.evaluation.commands import check_better_than_active
 from ttalkkac.export import adapter_export
 from ttalkkac.inference.service import PlanGenerator
+from ttalkkac.settings import Settings
 from ttalkkac.store import crud
 
 router = APIRouter(prefix="/adapters", tags=["adapters"], dependencies=[AuthDep])
 
 
-def _public(row: Any, generator: PlanGenerator) -> AdapterPublic:
-    adapter = AdapterPublic.model_validate(row, from_attributes=True)
+def _public(row: Any, generator: PlanGenerator, settings: Settings) -> AdapterPublic:
+    adapter = AdapterPublic.of(row, settings.data_dir)
     adapter.compatible = same_base_model(row.base_model, generator.engine.base_model)
     adapter.loaded = row.name in generator.engine.loaded_adapters()
     adapter.evaluation = (row.metrics or {}).get("evaluation")
     return adapter
 
 
-def _listing(session: Any, generator: PlanGenerator) -> AdaptersPublic:
+def _listing(session: Any, generator: PlanGenerator, settings: Settings) -> AdaptersPublic:
     rows = crud.list_adapters(session)
     active = next((row.name for row in rows if row.is_active), None)
     return AdaptersPublic(
-        data=[_public(row, generator) for row in rows],
+        data=[_public(row, generator, settings) for row in rows],
         count=len(rows),
         active=active,
-        base_model=generator.engine.base_model,
+        base_model=without_data_dir(generator.engine.base_model, str(settings.data_dir)),
     )
 
 
 @router.get("", response_model=AdaptersPublic, summary="List adapters (newest first)")
-def list_adapters(session: SessionDep, generator: GeneratorDep) -> AdaptersPublic:
-    return _listing(session, generator)
+def list_adapters(
+    session: SessionDep, settings: SettingsDep, generator: GeneratorDep
+) -> AdaptersPublic:
+    return _listing(session, generator, settings)
 
 
 @router.get(
@@ -54,11 +58,13 @@ def list_adapters(session: SessionDep, generator: GeneratorDep) -> AdaptersPubli
     responses={404: {"description": "Unknown adapter."}},
     summary="Show one adapter",
 )
-def get_adapter(name: str, session: SessionDep, generator: GeneratorDep) -> AdapterPublic:
+def get_adapter(
+    name: str, session: SessionDep, settings: SettingsDep, generator: GeneratorDep
+) -> AdapterPublic:
     row = crud.get_adapter(session, name=name)
     if row is None:
         raise NotFound(f"no adapter named {name!r}")
-    return _public(row, generator)
+    return _public(row, generator, settings)
 
 
 @router.get(
@@ -129,7 +135,7 @@ def activate_adapter(
     ref = ref_from_row(row, settings, generator.engine.base_model)
     if require_better:
         check_better_than_active(session, name=name)
-    public = _public(crud.activate_adapter(session, name=name), generator)
+    public = _public(crud.activate_adapter(session, name=name), generator, settings)
     session.commit()  # before the engine switch starts: it reads the registry too
     from_thread.run_sync(notify_active_changed, request, ref)
     return public
@@ -140,11 +146,13 @@ def activate_adapter(
     response_model=AdaptersPublic,
     summary="Deactivate the active adapter: /generate then defaults to the base model",
 )
-def deactivate(request: Request, session: SessionDep, generator: GeneratorDep) -> AdaptersPublic:
+def deactivate(
+    request: Request, session: SessionDep, settings: SettingsDep, generator: GeneratorDep
+) -> AdaptersPublic:
     crud.deactivate_adapters(session)
     session.commit()
     from_thread.run_sync(notify_active_changed, request, None)
-    return _listing(session, generator)
+    return _listing(session, generator, settings)
 
 
 # Declared after DELETE /adapters/active, so that "active" keeps meaning the deactivation.

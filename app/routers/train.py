@@ -245,4 +245,4 @@ def register_checkpoint(
     checkpoints; then it is served, evaluated and downloaded like any other adapter."""
     job = _job_or_404(session, job_id)
     row = checkpoints.register_checkpoint(session, settings, job=job, step=step, name=body.name)
-    return AdapterPublic.model_validate(row, from_attributes=True)
+    return AdapterPublic.of(row, settings.data_dir)

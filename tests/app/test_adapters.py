@@ -26,6 +26,9 @@ def test_list_show_activate_and_deactivate(vllm_client, serving_settings, tiny_a
 
     shown = vllm_client.get(f"/adapters/{first}").json()
     assert shown["name"] == first and shown["rank"] == 8
+    # Where the server keeps its files is not the client's business: DATA_DIR/..., not /tmp/...
+    assert shown["path"] == f"DATA_DIR/models/adapters/{first}"
+    assert str(serving_settings.data_dir) not in vllm_client.get("/adapters").text
     assert shown["compatible"] is True and shown["is_active"] is False
 
     activated = vllm_client.post(f"/adapters/{second}/activate")
