@@ -102,5 +102,11 @@ def test_vllm_engine_ends_a_looping_answer(tiny_model_dir: Path) -> None:
     from ttalkkac.inference.vllm_engine import VllmEngine
 
     _free_and_stopped(
-        VllmEngine(str(tiny_model_dir), max_model_len=2048, enable_lora=False, dtype="float32")
+        VllmEngine(
+            str(tiny_model_dir),
+            max_model_len=2048,
+            enable_lora=False,
+            dtype="float32",
+            enforce_eager=True,
+        )
     )
