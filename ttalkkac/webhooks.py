@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +76,16 @@ _WRITTEN = "ttalkkac_webhooks_written"
 
 _senders: set[WebhookSender] = set()  # this process's, for drain()
 _senders_lock = threading.Lock()
+
+
+def _forget_parents_senders() -> None:
+    # A forked child (a Celery pool process) inherits its parent's senders without their
+    # threads, and their engine's connections must not be used in it: its drain() is its own.
+    global _senders, _senders_lock
+    _senders, _senders_lock = set(), threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_parents_senders)
 
 
 # --- signing -----------------------------------------------------------------------------------

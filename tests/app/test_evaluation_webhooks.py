@@ -107,7 +107,8 @@ def test_an_ended_evaluation_is_told_and_shows_its_attempts(
                 owner="test",
             )
         assert webhooks.drain(5) and receiver.requests == []  # not ended: nothing to tell
-        receiver.statuses = [500]  # the first attempt fails, the retry is delivered
+        # The first attempt to its own URL fails, the retry is delivered.
+        receiver.path_statuses["/mine?token=t0ken"] = [500]
         summary = {**summarize([]), "n": 4, "field_chrf": 12.5, "valid_rate": 1.0}
         with db.session() as session:
             assert store.transition_evaluation(

@@ -16,6 +16,8 @@ class Receiver:
         """``port``: that of a receiver closed before (a receiver that was down comes back)."""
         self.requests: list[dict] = []
         self.statuses: list[int] = []
+        # Per path, before ``statuses``: deliveries to several URLs run in parallel.
+        self.path_statuses: dict[str, list[int]] = {}
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -29,7 +31,8 @@ class Receiver:
                         "at": time.monotonic(),
                     }
                 )
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                scripted = receiver.path_statuses.get(self.path) or receiver.statuses
+                status = scripted.pop(0) if scripted else 200
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
