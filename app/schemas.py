@@ -710,6 +710,33 @@ class EvaluationCreate(RequestModel):
         default_factory=Selection,
         description="How the dataset is split into train/validation (a training job's spec).",
     )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=MAX_URL_CHARS,
+        description="http(s) URL told (a signed POST, see the README) when the evaluation "
+        "succeeds, fails or is cancelled. Needs WEBHOOK_SECRET on the service. Not shown by "
+        "GET /evaluations: it may carry a token.",
+        examples=["https://ci.example.com/hooks/ttalkkac"],
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
+
+
+class WebhookAttemptPublic(BaseModel):
+    """One attempt to deliver a webhook (a job's events carry the same in ``data.webhook``)."""
+
+    delivery: str = Field(description="The Ttalkkac-Delivery id, the same on every retry.")
+    event: str = Field(examples=["evaluation.succeeded"])
+    url: str = Field(description="Without its query string or user info (they may be secret).")
+    attempt: int
+    max_attempts: int
+    status: int | None = Field(description="The receiver's HTTP status; null: no answer.")
+    error: str | None
+    delivered: bool
+    at: datetime | None = None
 
 
 class EvaluationScores(BaseModel):
@@ -774,9 +801,19 @@ class EvaluationPublic(BaseModel):
     rows: list[EvaluationRowPublic] | None = Field(
         default=None, description="Per-example results (GET /evaluations/{id} only)."
     )
+    webhooks: list[WebhookAttemptPublic] | None = Field(
+        default=None,
+        description="Every attempt to deliver its webhooks so far, oldest first "
+        "(GET /evaluations/{id} only).",
+    )
 
     @classmethod
-    def from_row(cls, row: Any, rows: list[Any] | None = None) -> EvaluationPublic:
+    def from_row(
+        cls,
+        row: Any,
+        rows: list[Any] | None = None,
+        webhooks: list[dict[str, Any]] | None = None,
+    ) -> EvaluationPublic:
         error = None
         if row.error_type or row.error_message:
             error = JobError(type=row.error_type, message=row.error_message)
@@ -800,6 +837,7 @@ class EvaluationPublic(BaseModel):
             started_at=row.started_at,
             finished_at=row.finished_at,
             rows=None if rows is None else [r.result for r in rows],
+            webhooks=None if webhooks is None else [WebhookAttemptPublic(**w) for w in webhooks],
         )
 
 

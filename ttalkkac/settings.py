@@ -357,20 +357,21 @@ class Settings(BaseSettings):
     # --- webhooks -----------------------------------------------------------------------
     webhook_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated http(s) URLs told when any training job succeeds, fails or "
-        "is cancelled (besides a job's own webhook_url). Needs WEBHOOK_SECRET.",
+        description="Comma-separated http(s) URLs told when any training job or evaluation "
+        "succeeds, fails or is cancelled (besides its own webhook_url). Needs WEBHOOK_SECRET.",
     )
     webhook_secret: SecretStr | None = Field(
         default=None,
         description="Key of the HMAC-SHA256 signature of every webhook (header "
         "Ttalkkac-Signature: t=<unix time>,v1=<hex of HMAC(secret, '<t>.<body>')>). Unset: "
-        "no webhooks are sent, and POST /train with a webhook_url is refused (409).",
+        "no webhooks are sent, and POST /train or /evaluations with a webhook_url is refused "
+        "(409).",
     )
     webhook_allow_private: bool = Field(
         default=False,
-        description="Let a job's own webhook_url reach loopback, private, link-local or "
-        "reserved addresses. Off: the worker posts only to public addresses for a client's URL "
-        "(WEBHOOK_URLS, set by the operator, may point anywhere).",
+        description="Let a job's or evaluation's own webhook_url reach loopback, private, "
+        "link-local or reserved addresses. Off: only public addresses are posted to for a "
+        "client's URL (WEBHOOK_URLS, set by the operator, may point anywhere).",
     )
     webhook_max_attempts: int = Field(
         default=5, ge=1, le=20, description="Deliveries tried per webhook before giving up."

@@ -12,11 +12,13 @@ from fastapi import APIRouter, Query, Request, Response
 
 from app.deps import AuthDep, OffsetQuery, SessionDep, SettingsDep
 from app.schemas import EvaluationCreate, EvaluationPublic, EvaluationsPublic
+from ttalkkac import webhooks
 from ttalkkac.errors import NotFound
 from ttalkkac.evaluation import commands
 from ttalkkac.evaluation.report import report_markdown, scores_plot_png
 from ttalkkac.evaluation.run import summarize
 from ttalkkac.store import evaluations as store
+from ttalkkac.store.hooks import Subject
 from ttalkkac.store.models import Evaluation, JobStatus
 
 router = APIRouter(prefix="/evaluations", tags=["evaluations"], dependencies=[AuthDep])
@@ -32,8 +34,11 @@ def _get(session: Any, evaluation_id: str) -> Evaluation:
 
 
 def _public(session: Any, evaluation: Evaluation, *, with_rows: bool) -> EvaluationPublic:
-    rows = store.list_rows(session, evaluation_id=evaluation.id) if with_rows else None
-    public = EvaluationPublic.from_row(evaluation, rows)
+    rows, attempts = None, None
+    if with_rows:
+        rows = store.list_rows(session, evaluation_id=evaluation.id)
+        attempts = webhooks.attempts(session, Subject.evaluation, evaluation.id)
+    public = EvaluationPublic.from_row(evaluation, rows, attempts)
     if not JobStatus(evaluation.status).terminal and rows:
         # Running: the figures of the rows finished so far.
         public.summary = summarize([r.result for r in rows])  # type: ignore[assignment]
@@ -50,16 +55,24 @@ def _wake_runner(request: Request) -> None:
     "",
     status_code=202,
     response_model=EvaluationPublic,
-    responses={404: {"description": "Unknown dataset or adapter."}},
+    responses={
+        404: {"description": "Unknown dataset or adapter."},
+        409: {"description": "A webhook_url, and WEBHOOK_SECRET is not set."},
+        422: {"description": "A webhook_url to a non-public address."},
+    },
     summary="Queue an evaluation",
     description="Generates a plan for each selected example through the serving engine "
     "(constrained decoding, validation, chunking; greedy) and scores it against the gold plan "
     "and the meeting. Poll `GET /evaluations/{id}`; rows are kept as they finish, and an "
-    "evaluation interrupted by a restart resumes where it stopped.",
+    "evaluation interrupted by a restart resumes where it stopped. With `webhook_url`, a "
+    "signed POST tells it when the evaluation ends (see the README); `GET /evaluations/{id}` "
+    "shows each delivery attempt.",
 )
 def create_evaluation(
     body: EvaluationCreate, request: Request, session: SessionDep, settings: SettingsDep
 ) -> EvaluationPublic:
+    if body.webhook_url:
+        webhooks.check_client_url(settings, body.webhook_url)
     evaluation = commands.create_evaluation(
         session,
         adapter=body.adapter,
@@ -70,6 +83,10 @@ def create_evaluation(
         seed=body.seed,
         selection=body.selection,
     )
+    if body.webhook_url:
+        webhooks.register(
+            session, settings, Subject.evaluation, evaluation.id, url=body.webhook_url
+        )
     session.commit()
     _wake_runner(request)
     return _public(session, evaluation, with_rows=False)

@@ -27,13 +27,13 @@ from app.schemas import (
 from ttalkkac import checkpoints, jobs, retention, webhooks
 from ttalkkac.base_models import check_base_model
 from ttalkkac.datasets import check_filter
-from ttalkkac.errors import EngineUnavailable, InvalidInput, NotFound
+from ttalkkac.errors import EngineUnavailable, NotFound
 from ttalkkac.export import tensorboard_export
 from ttalkkac.store import crud
+from ttalkkac.store.hooks import Subject
 from ttalkkac.store.models import TrainingJob
 from ttalkkac.training.spec import TrainSpec
 from ttalkkac.training.tracking import check_tracking
-from ttalkkac.urls import non_public_address
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +75,8 @@ def create_job(
     # Fail now, not in the worker, when the job's filter leaves nothing to train on. Outside any
     # transaction: loading a large dataset takes seconds, and SQLite has one writer at a time.
     check_filter(dataset, body.hyperparameters)
-    if body.webhook_url and not settings.webhook_allow_private:
-        problem = non_public_address(body.webhook_url)
-        if problem is not None:
-            raise InvalidInput(f"webhook_url: {problem}")
+    if body.webhook_url:
+        webhooks.check_client_url(settings, body.webhook_url)
     gone = NotFound(f"dataset {body.dataset_id!r} was deleted while the job was being created")
     try:
         with db.session() as session:
@@ -93,7 +91,9 @@ def create_job(
                 suffix=body.suffix,
             )
             if body.webhook_url:
-                webhooks.register(session, settings, job_id=job.id, url=body.webhook_url)
+                webhooks.register(
+                    session, settings, Subject.training_job, job.id, url=body.webhook_url
+                )
     except IntegrityError as exc:  # deleted between that read and the insert (foreign key)
         raise gone from exc
     try:

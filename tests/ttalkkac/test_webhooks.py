@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -16,6 +16,7 @@ from ttalkkac.errors import NotConfigured
 from ttalkkac.settings import Settings
 from ttalkkac.store import crud
 from ttalkkac.store.db import Database
+from ttalkkac.store.hooks import Subject
 from ttalkkac.store.models import JobStatus, utcnow
 
 
@@ -48,14 +49,9 @@ def db(settings: Settings) -> Iterator[Database]:
     database.dispose()
 
 
-class Sleeps(list):
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
 @pytest.fixture
 def sender(db: Database, hook_settings: Settings) -> Iterator[webhooks.WebhookSender]:
-    s = webhooks.WebhookSender(db, hook_settings, sleep=Sleeps()).install()
+    s = webhooks.WebhookSender(db, hook_settings).install()
     yield s
     s.uninstall()
     assert webhooks.drain(10)
@@ -64,7 +60,7 @@ def sender(db: Database, hook_settings: Settings) -> Iterator[webhooks.WebhookSe
 def job_with_hook(db: Database, settings: Settings, url: str) -> str:
     job_id = new_job(db)
     with db.session() as session:
-        webhooks.register(session, settings, job_id=job_id, url=url)
+        webhooks.register(session, settings, Subject.training_job, job_id, url=url)
     set_running(db, job_id, "host:1")
     return job_id
 
@@ -110,8 +106,7 @@ def test_a_finished_job_is_told_signed_to_both_urls(db, hook_settings, receiver,
 
 def test_failures_are_retried_with_backoff_and_recorded(db, hook_settings, receiver) -> None:
     settings = hook_settings.model_copy(update={"webhook_urls": []})
-    sleeps = Sleeps()
-    sender = webhooks.WebhookSender(db, settings, sleep=sleeps).install()
+    sender = webhooks.WebhookSender(db, settings).install()
     try:
         receiver.statuses = [500, 503, 200]
         job_id = job_with_hook(db, settings, f"{receiver.url}/mine")
@@ -119,11 +114,15 @@ def test_failures_are_retried_with_backoff_and_recorded(db, hook_settings, recei
         assert webhooks.drain(10)
     finally:
         sender.uninstall()
-    assert len(receiver.requests) == 3 and sleeps == [0.25, 0.5]
+    assert len(receiver.requests) == 3
+    # The backoff is kept between attempts: 0.25 s, then doubled.
+    arrivals = [r["at"] for r in receiver.requests]
+    assert arrivals[1] - arrivals[0] >= 0.25 and arrivals[2] - arrivals[1] >= 0.5
     assert len({r["headers"]["Ttalkkac-Delivery"] for r in receiver.requests}) == 1
     events = webhook_events(db, job_id)
     assert [e.data["webhook"]["status"] for e in events] == [500, 503, 200]
     assert [e.level for e in events] == ["warning", "warning", "info"]
+    assert "retry in 0.25 s" in events[0].message and "retry in 0.5 s" in events[1].message
     assert "training_job.failed" in events[-1].message and "attempt 3/3" in events[-1].message
 
 
@@ -204,7 +203,9 @@ def test_a_cancelled_queued_job_is_told_by_the_api(hook_settings, receiver) -> N
         db = client.app.state.db
         job_id = new_job(db)
         with db.session() as session:
-            webhooks.register(session, hook_settings, job_id=job_id, url=f"{receiver.url}/mine")
+            webhooks.register(
+                session, hook_settings, Subject.training_job, job_id, url=f"{receiver.url}/mine"
+            )
         assert client.post(f"/train/{job_id}/cancel").json()["status"] == "cancelled"
         assert webhooks.drain(10)
     assert sorted(r["path"] for r in receiver.requests) == ["/all-jobs", "/mine"]
@@ -237,4 +238,114 @@ def test_urls_are_checked_at_the_edge(settings: Settings, db: Database) -> None:
         Settings(webhook_urls="https://h/x")
     job_id = new_job(db)
     with pytest.raises(NotConfigured), db.session() as session:
-        webhooks.register(session, settings, job_id=job_id, url="https://h/x")
+        webhooks.register(session, settings, Subject.training_job, job_id, url="https://h/x")
+
+
+# --- the outbox: deliveries outlive their process ---------------------------------------------
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 15, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_delivery_outlives_the_process_that_made_it(
+    db: Database, hook_settings: Settings, settings: Settings
+) -> None:
+    down = Receiver()
+    url, port = f"{down.url}/mine", down.server.server_address[1]
+    down.close()  # the receiver is down when the job ends
+    hook_settings = hook_settings.model_copy(update={"webhook_urls": [], "webhook_backoff_s": 1.0})
+    first = webhooks.WebhookSender(db, hook_settings).install()
+    try:
+        job_id = job_with_hook(db, hook_settings, url)
+        finish(db, job_id)
+        wait_for(lambda: len(webhook_events(db, job_id)) == 1, what="the first attempt")
+    finally:
+        first.uninstall()  # the process is gone: it makes no more attempts
+    assert webhooks.drain(5)
+    time.sleep(1.5)  # past the retry's time: nobody is left to make it
+    assert len(webhook_events(db, job_id)) == 1
+
+    up = Receiver(port=port)
+    restarted = Database(settings.resolved_database_url)  # a new process: its own engine
+    second = webhooks.WebhookSender(restarted, hook_settings).install()
+    try:
+        wait_for(lambda: len(webhook_events(db, job_id)) == 2, what="the retry")
+        time.sleep(0.5)
+    finally:
+        second.uninstall()
+        up.close()
+        restarted.dispose()
+    first_try, retry = webhook_events(db, job_id)
+    assert first_try.data["webhook"]["error"].startswith("ConnectError")
+    assert "retry in 1 s" in first_try.message
+    assert retry.data["webhook"]["attempt"] == 2 and retry.data["webhook"]["delivered"]
+    (request,) = up.requests  # delivered once
+    delivery = first_try.data["webhook"]["delivery"]
+    assert request["headers"]["Ttalkkac-Delivery"] == delivery == retry.data["webhook"]["delivery"]
+    assert webhooks.verify(SECRET, request["headers"]["Ttalkkac-Signature"], request["body"])
+    assert json.loads(request["body"])["data"]["job"]["id"] == job_id
+
+
+def test_a_stale_claim_is_taken_over_a_fresh_one_is_not(
+    db: Database, hook_settings: Settings, receiver: Receiver
+) -> None:
+    """A process that died mid-attempt leaves its claim: taken over once it is stale."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from ttalkkac.store.models import WebhookDelivery
+
+    job_ids = [job_with_hook(db, hook_settings, f"{receiver.url}/job{i}") for i in range(2)]
+    with db.session() as session:  # what a process wrote before it died (no sender here)
+        for job_id in job_ids:
+            crud.transition_job(
+                session, id=job_id, from_statuses=["running"], to_status="succeeded"
+            )
+            ids = webhooks.enqueue(
+                session, hook_settings, Subject.training_job, job_id, "succeeded"
+            )
+            claimed_at = utcnow() - timedelta(hours=1 if job_id == job_ids[0] else 0)
+            session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_(ids))
+                .values(claim="dead", claimed_at=claimed_at)
+            )
+    sender = webhooks.WebhookSender(db, hook_settings).install()
+    try:
+        wait_for(lambda: len(receiver.requests) == 2, what="the stale claims' deliveries")
+        time.sleep(0.5)
+    finally:
+        sender.uninstall()
+    assert sorted(r["path"] for r in receiver.requests) == ["/all-jobs", "/job0"]
+    assert len(webhook_events(db, job_ids[0])) == 2 and webhook_events(db, job_ids[1]) == []
+
+
+def test_two_processes_send_each_delivery_once(
+    db: Database, hook_settings: Settings, settings: Settings, receiver: Receiver
+) -> None:
+    other = Database(settings.resolved_database_url)  # a second process on the same store
+    senders = [webhooks.WebhookSender(d, hook_settings).install() for d in (db, other)]
+    try:
+        job_ids = [job_with_hook(db, hook_settings, f"{receiver.url}/job{i}") for i in range(8)]
+        with db.session() as session:  # 16 deliveries committed at once, both senders woken
+            for job_id in job_ids:
+                crud.transition_job(
+                    session, id=job_id, from_statuses=["running"], to_status="failed"
+                )
+        senders[1].wake()
+        assert webhooks.drain(30)
+    finally:
+        for sender in senders:
+            sender.uninstall()
+        other.dispose()
+    deliveries = [r["headers"]["Ttalkkac-Delivery"] for r in receiver.requests]
+    assert len(deliveries) == 16 and len(set(deliveries)) == 16
+    for job_id in job_ids:
+        events = webhook_events(db, job_id)
+        assert [e.data["webhook"]["attempt"] for e in events] == [1, 1]
+        assert all(e.data["webhook"]["delivered"] for e in events)

@@ -241,7 +241,7 @@ def transition_job(
         **fields,
     )
     if moved and JobStatus(to_status).terminal:
-        hooks.job_ended(session, id, str(to_status))  # webhooks, after the commit
+        hooks.ended(session, hooks.Subject.training_job, id, str(to_status))  # webhooks
     return moved
 
 

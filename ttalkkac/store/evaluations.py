@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ttalkkac.store import crud
+from ttalkkac.store import crud, hooks
 from ttalkkac.store.models import Evaluation, EvaluationRow, JobStatus, utcnow
 
 
@@ -74,8 +74,11 @@ def transition_evaluation(
     where: Iterable[Any] = (),
     **fields: Any,
 ) -> bool:
-    """Compare-and-set of the status (plus other columns); True when this call moved it."""
-    return crud.compare_and_set(
+    """Compare-and-set of the status (plus other columns); True when this call moved it.
+
+    An evaluation that ends here is told to ``hooks`` in this transaction (its webhooks).
+    """
+    moved = crud.compare_and_set(
         session,
         Evaluation,
         id=id,
@@ -84,6 +87,9 @@ def transition_evaluation(
         where=where,
         **fields,
     )
+    if moved and JobStatus(to_status).terminal:
+        hooks.ended(session, hooks.Subject.evaluation, id, str(to_status))
+    return moved
 
 
 def update_owned(session: Session, *, id: str, owner: str, **fields: Any) -> bool:

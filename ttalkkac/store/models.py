@@ -1,4 +1,5 @@
-"""SQLAlchemy models: datasets, training jobs, job events, adapters, evaluations, plans.
+"""SQLAlchemy models: datasets, training jobs, job events, adapters, evaluations, plans,
+webhooks and their deliveries.
 
 Portable across SQLite and PostgreSQL: generic ``JSON`` columns, string ids, and timestamps
 that are always timezone-aware UTC when read back (SQLite drops the zone; ``UTCDateTime``
@@ -168,6 +169,50 @@ class JobWebhook(Base):
     url: Mapped[str] = mapped_column(Text)
 
 
+class DeliveryState(StrEnum):
+    pending = "pending"  # an attempt is due at next_attempt_at
+    delivered = "delivered"  # a 2xx answer
+    gave_up = "gave_up"  # WEBHOOK_MAX_ATTEMPTS made, none answered 2xx
+    refused = "refused"  # a client's URL that resolves to a non-public address: never posted
+
+
+class WebhookDelivery(Base):
+    """The webhook outbox: one event for one URL, and its attempts so far.
+
+    Inserted in the transaction that ends the job or evaluation (``ttalkkac.webhooks``), so a
+    committed status change always has its deliveries and a rolled-back one never does; any
+    process with a sender claims the due ones (a compare-and-set on ``claim``), so a delivery
+    outlives the process that made it. ``body`` is the exact JSON sent on every attempt.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),)
+
+    # "whd_...": the Ttalkkac-Delivery header and the body's "id", the same on every retry.
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("whd"))
+    subject: Mapped[str] = mapped_column(String(20))  # hooks.Subject
+    subject_id: Mapped[str] = mapped_column(String(40), index=True)
+    event: Mapped[str] = mapped_column(String(40))  # "training_job.succeeded", ...
+    url: Mapped[str] = mapped_column(Text)
+    # The subject's own webhook_url (a client's, checked for a public address before each
+    # attempt), not a WEBHOOK_URLS entry of the operator's.
+    client_url: Mapped[bool] = mapped_column(Boolean, default=False)
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(12), default=DeliveryState.pending.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Who is making the next attempt and since when: a claim older than an attempt can take
+    # belongs to a process that died mid-attempt, and is taken over.
+    claim: Mapped[str | None] = mapped_column(String(40), default=None)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    last_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # One entry per attempt made (what GET /evaluations/{id} shows; a job's events show them too).
+    log: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
 class Adapter(Base):
     __tablename__ = "adapters"
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ad"))
@@ -232,6 +277,17 @@ class Evaluation(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class EvaluationWebhook(Base):
+    """The ``webhook_url`` an evaluation was submitted with (apart, as ``JobWebhook``)."""
+
+    __tablename__ = "evaluation_webhooks"
+
+    evaluation_id: Mapped[str] = mapped_column(
+        ForeignKey("evaluations.id", ondelete="CASCADE"), primary_key=True
+    )
+    url: Mapped[str] = mapped_column(Text)
 
 
 class EvaluationRow(Base):
