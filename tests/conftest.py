@@ -18,8 +18,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The suite's vLLM engines (and those of the commands it runs) start eager: torch.compile of a
 # tiny model's graph costs 40-60 s per engine configuration on 2 cores with a cold cache, as on
-# CI, and tests nothing of ours. The README's newcomer path (tests/test_deploy_smoke.py) runs
-# compiled, the shipped default.
+# CI, and tests nothing of ours. The demo-model test (tests/ttalkkac/inference/test_demo_model.py)
+# runs compiled, the shipped default.
 os.environ.setdefault("ENFORCE_EAGER", "true")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,6 @@ path a machine without Redis takes; the Redis path is what the training tests ru
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +33,6 @@ def test_smoke_newcomer_path(shared_data: Path, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=1400,
-        env={**os.environ, "ENFORCE_EAGER": "false"},  # the shipped default: compiled
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-8000:]
     summary = json.loads(out.read_text())
