@@ -20,6 +20,7 @@ from app.console import install_console
 from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.guard import RequestGuard, public_paths
+from app.heavy import install_heavy_limiter
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from ttalkkac import __version__, retention
 from ttalkkac.logs import configure_logging
@@ -35,6 +36,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings.ensure_dirs()
     app.state.db = Database(settings.resolved_database_url)
     app.state.db.create_all()
+    install_heavy_limiter(app, settings.heavy_request_threads)
     _prune_plan_history(app)
     from ttalkkac.webhooks import WebhookSender, drain
 

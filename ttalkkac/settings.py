@@ -421,6 +421,16 @@ class Settings(BaseSettings):
             "everything."
         ),
     )
+    heavy_request_threads: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description=(
+            "Threads for heavy request work (dataset uploads, the dataset check of POST /train, "
+            "loss and score plots, reports). More such requests wait for one, holding no thread: "
+            "the rest of the API keeps its pool."
+        ),
+    )
     max_upload_bytes: int = Field(
         default=200 * 1024 * 1024, ge=1024, description="Largest dataset upload (bytes)."
     )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Form, Query, Request, Response, UploadFile
 
 from app.deps import AuthDep, DatabaseDep, OffsetQuery, SessionDep, SettingsDep
+from app.heavy import run_heavy
 from app.schemas import DatasetPublic, DatasetsPublic
 from ttalkkac import datasets, retention
 from ttalkkac.errors import NotFound
@@ -16,7 +17,8 @@ router = APIRouter(prefix="/datasets", tags=["datasets"], dependencies=[AuthDep]
 
 
 @router.post("", status_code=201, response_model=DatasetPublic)
-def upload_dataset(
+async def upload_dataset(
+    request: Request,
     settings: SettingsDep,
     session: SessionDep,
     file: UploadFile,
@@ -28,8 +30,14 @@ def upload_dataset(
     the file again while it is copied), zip entries that escape the folder, and the data
     loader's validation. Answered with the loader's statistics.
     """
-    dataset = datasets.ingest_upload(
-        settings, session, stream=file.file, filename=file.filename or "upload", name=name
+    dataset = await run_heavy(
+        request,
+        datasets.ingest_upload,
+        settings,
+        session,
+        stream=file.file,
+        filename=file.filename or "upload",
+        name=name,
     )
     return DatasetPublic.from_row(dataset)
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from app.deps import AuthDep, OffsetQuery, SessionDep, SettingsDep
+from app.heavy import run_heavy
 from app.schemas import EvaluationCreate, EvaluationPublic, EvaluationsPublic
 from ttalkkac import webhooks
 from ttalkkac.errors import NotFound
@@ -123,7 +124,11 @@ def get_evaluation(evaluation_id: str, session: SessionDep) -> EvaluationPublic:
     responses={**_NOT_FOUND, 200: {"content": {"text/markdown": {}}}},
     summary="The evaluation as a Markdown report",
 )
-def get_report(evaluation_id: str, session: SessionDep) -> Response:
+async def get_report(evaluation_id: str, request: Request, session: SessionDep) -> Response:
+    return await run_heavy(request, _report, evaluation_id, session)
+
+
+def _report(evaluation_id: str, session: Any) -> Response:
     evaluation = _get(session, evaluation_id)
     public = _public(session, evaluation, with_rows=True)
     text = report_markdown(public.model_dump(mode="json"), plot_name="scores.png")
@@ -135,7 +140,11 @@ def get_report(evaluation_id: str, session: SessionDep) -> Response:
     responses={**_NOT_FOUND, 200: {"content": {"image/png": {}}}},
     summary="Per-field scores of the evaluation and its generic floor (PNG)",
 )
-def get_plot(evaluation_id: str, session: SessionDep) -> Response:
+async def get_plot(evaluation_id: str, request: Request, session: SessionDep) -> Response:
+    return await run_heavy(request, _plot, evaluation_id, session)
+
+
+def _plot(evaluation_id: str, session: Any) -> Response:
     public = _public(session, _get(session, evaluation_id), with_rows=True)
     return Response(scores_plot_png([public.model_dump(mode="json")]), media_type="image/png")
 

@@ -24,7 +24,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=HealthPublic, summary="The process is alive")
-def health() -> HealthPublic:
+async def health() -> HealthPublic:  # async: no thread to wait for, however busy the pool
     return HealthPublic(version=__version__)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.deps import MAX_OFFSET, AuthDep, DatabaseDep, OffsetQuery, SessionDep, SettingsDep
 from app.downloads import ZIP_RESPONSE, zip_response
+from app.heavy import run_heavy
 from app.schemas import (
     AdapterPublic,
     CheckpointAdapterCreate,
@@ -29,7 +30,9 @@ from ttalkkac.base_models import check_base_model
 from ttalkkac.datasets import check_filter
 from ttalkkac.errors import EngineUnavailable, NotFound
 from ttalkkac.export import tensorboard_export
+from ttalkkac.settings import Settings
 from ttalkkac.store import crud
+from ttalkkac.store.db import Database
 from ttalkkac.store.hooks import Subject
 from ttalkkac.store.models import TrainingJob
 from ttalkkac.training.spec import TrainSpec
@@ -61,10 +64,15 @@ def _job_or_404(session: Any, job_id: str) -> TrainingJob:
 
 
 @router.post("", status_code=202, response_model=JobPublic)
-def create_job(
+async def create_job(
     body: JobCreate, request: Request, settings: SettingsDep, db: DatabaseDep
 ) -> JobPublic:
     """Queue a job. The row is committed before the task is sent, so a worker always finds it."""
+    # A heavy thread: the job's filter is checked against the whole dataset, parsed again.
+    return await run_heavy(request, _create_job, body, request, settings, db)
+
+
+def _create_job(body: JobCreate, request: Request, settings: Settings, db: Database) -> JobPublic:
     check_tracking(body.hyperparameters, settings)
     base_model = check_base_model(body.base_model, settings) if body.base_model else None
     base_model = base_model or settings.base_model
@@ -174,8 +182,14 @@ def delete_job(job_id: str, db: DatabaseDep, settings: SettingsDep) -> Response:
     response_class=Response,
     responses={200: {"content": {"image/png": {}}, "description": "Train and validation loss."}},
 )
-def loss_plot(job_id: str, session: SessionDep, settings: SettingsDep) -> Response:
+async def loss_plot(
+    job_id: str, request: Request, session: SessionDep, settings: SettingsDep
+) -> Response:
     """The final plot once the job has one; while it runs, drawn from its logged losses."""
+    return await run_heavy(request, _loss_plot, job_id, session, settings)
+
+
+def _loss_plot(job_id: str, session: Any, settings: Settings) -> Response:
     job = _job_or_404(session, job_id)
     final = jobs.job_dir(settings, job_id) / "loss.png"
     if job.status == "succeeded" and final.is_file():

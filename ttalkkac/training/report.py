@@ -61,35 +61,34 @@ def loss_curves(log_history: list[dict[str, Any]]) -> dict[str, list[tuple[int, 
 
 def plot_loss(log_history: list[dict[str, Any]], path: Path | BinaryIO, *, title: str = "") -> None:
     """Train and validation loss against optimizer steps, as a PNG (a file or a stream)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and workers
-    import matplotlib.pyplot as plt
+    # A Figure on the Agg canvas, not pyplot: pyplot's global state is not safe from the API's
+    # threads (two plots drawn at once), and servers have no display.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     curves = loss_curves(log_history)
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    try:
-        for name, points, style in (
-            ("train loss", curves["train"], "-o"),
-            ("validation loss", curves["val"], "-s"),
-        ):
-            if points:
-                steps, losses = zip(*points, strict=True)
-                ax.plot(steps, losses, style, markersize=3, label=name)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("loss (answer tokens)")
-        ax.set_title(title or "LoRA fine-tuning loss")
-        ax.grid(True, alpha=0.3)
-        if curves["train"] or curves["val"]:
-            ax.legend()
-        else:
-            ax.text(0.5, 0.5, "no loss logged yet", ha="center", va="center")
-        fig.tight_layout()
-        if isinstance(path, Path):
-            tmp = path.with_name(path.name + ".tmp.png")
-            fig.savefig(tmp, format="png")
-            tmp.replace(path)
-        else:
-            fig.savefig(path, format="png")
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for name, points, style in (
+        ("train loss", curves["train"], "-o"),
+        ("validation loss", curves["val"], "-s"),
+    ):
+        if points:
+            steps, losses = zip(*points, strict=True)
+            ax.plot(steps, losses, style, markersize=3, label=name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (answer tokens)")
+    ax.set_title(title or "LoRA fine-tuning loss")
+    ax.grid(True, alpha=0.3)
+    if curves["train"] or curves["val"]:
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no loss logged yet", ha="center", va="center")
+    fig.tight_layout()
+    if isinstance(path, Path):
+        tmp = path.with_name(path.name + ".tmp.png")
+        fig.savefig(tmp, format="png")
+        tmp.replace(path)
+    else:
+        fig.savefig(path, format="png")
