@@ -31,7 +31,7 @@ from tests.utils.training_data import tiny_gold_zip
 from ttalkkac.settings import Settings
 
 MIB = 1024 * 1024
-TOTAL = 256 * MIB  # what a client would send if nobody stopped it
+TOTAL = 1024 * MIB  # what a client would send if nobody stopped it (1 GiB)
 KEY = "k-" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {KEY}"}
 BOUNDARY = "guard-test-boundary"

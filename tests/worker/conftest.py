@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,28 +51,31 @@ def redis_prefix(run_id: str) -> Iterator[str]:
     client.close()
 
 
-@pytest.fixture(scope="module")
-def worker_setup(
-    tmp_path_factory: pytest.TempPathFactory,
-    tiny_model_dir: Path,
-    worker_database: str,
+@contextmanager
+def running_worker(
+    data_dir: Path,
+    *,
+    database_url: str,
     redis_prefix: str,
-    run_id: str,
+    queue: str,
+    base_model: Path,
+    **values: str,
 ) -> Iterator[WorkerSetup]:
+    """A worker process and the API's settings, both configured from one set of values.
+
+    The worker reads the values from its environment, as a deployment gives them; the API side
+    gets the same values as ``Settings`` with serving off (these tests train, not generate).
+    """
     from ttalkkac.settings import Settings
 
-    data_dir = tmp_path_factory.mktemp("worker-data")
     values = {
         "data_dir": str(data_dir),
-        "database_url": worker_database,
+        "database_url": database_url,
         "redis_url": REDIS_URL,
-        "training_queue": f"test-training-{run_id}",
+        "training_queue": queue,
         "broker_key_prefix": redis_prefix,
-        "base_model": str(tiny_model_dir),
-        "max_job_attempts": "2",
-        "job_heartbeat_s": "1",
-        "job_stale_after_s": "60",
-        "job_sweep_interval_s": "2",
+        "base_model": str(base_model),
+        **values,
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATA_DIR", "DATABASE_URL"))}
     env.update({k.upper(): v for k, v in values.items()})
@@ -80,9 +84,30 @@ def worker_setup(
     settings = Settings(**values, serving_enabled=False, warmup=False)
     settings.ensure_dirs()
     log = data_dir / "worker.log"
-    worker = WorkerProcess(env, log).start()
-    setup = WorkerSetup(settings, env, log, worker)
+    setup = WorkerSetup(settings, env, log, WorkerProcess(env, log).start())
     try:
         yield setup
     finally:
-        setup.worker.stop()
+        setup.worker.stop()  # a test may have replaced the process it started with
+
+
+@pytest.fixture(scope="module")
+def worker_setup(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_model_dir: Path,
+    worker_database: str,
+    redis_prefix: str,
+    run_id: str,
+) -> Iterator[WorkerSetup]:
+    with running_worker(
+        tmp_path_factory.mktemp("worker-data"),
+        database_url=worker_database,
+        redis_prefix=redis_prefix,
+        queue=f"test-training-{run_id}",
+        base_model=tiny_model_dir,
+        max_job_attempts="2",
+        job_heartbeat_s="1",
+        job_stale_after_s="60",
+        job_sweep_interval_s="2",
+    ) as setup:
+        yield setup

@@ -8,7 +8,6 @@ environment, as a deployment gives it.
 from __future__ import annotations
 
 import io
-import os
 import time
 import zipfile
 from collections.abc import Iterator
@@ -18,9 +17,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import REDIS_URL
 from tests.utils.training_data import tiny_gold_zip
-from tests.utils.worker_process import WorkerProcess
+from tests.worker.conftest import running_worker
 
 pytestmark = pytest.mark.slow
 
@@ -43,31 +41,21 @@ def client(
     mlflow_uri: str,
 ) -> Iterator[TestClient]:
     from app.main import create_app
-    from ttalkkac.settings import Settings
 
-    data_dir = tmp_path_factory.mktemp("tracking-worker-data")
-    values = {
-        "data_dir": str(data_dir),
-        "database_url": worker_database,
-        "redis_url": REDIS_URL,
-        "training_queue": f"test-training-{run_id}-tracking",
-        "broker_key_prefix": redis_prefix,
-        "base_model": str(tiny_model_dir),
-        "eval_after_training": "false",
-        "mlflow_tracking_uri": mlflow_uri,
-        "mlflow_experiment": f"ttalkkac-worker-{run_id}",
-    }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATA_DIR", "DATABASE_URL"))}
-    env.update({k.upper(): v for k, v in values.items()})
-    env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
-    settings = Settings(**values, serving_enabled=False, warmup=False)
-    settings.ensure_dirs()
-    worker = WorkerProcess(env, data_dir / "worker.log").start()
-    try:
-        with TestClient(create_app(settings)) as c:
-            yield c
-    finally:
-        worker.stop()
+    with (
+        running_worker(
+            tmp_path_factory.mktemp("tracking-worker-data"),
+            database_url=worker_database,
+            redis_prefix=redis_prefix,
+            queue=f"test-training-{run_id}-tracking",
+            base_model=tiny_model_dir,
+            eval_after_training="false",
+            mlflow_tracking_uri=mlflow_uri,
+            mlflow_experiment=f"ttalkkac-worker-{run_id}",
+        ) as setup,
+        TestClient(create_app(setup.settings)) as c,
+    ):
+        yield c
 
 
 @pytest.fixture(scope="module")

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
-from tests.conftest import REDIS_URL
 from tests.utils.training_data import tiny_gold_zip
 from tests.utils.webhook_receiver import SECRET, Receiver
-from tests.utils.worker_process import WorkerProcess
+from tests.worker.conftest import running_worker
 from ttalkkac import webhooks
 
 pytestmark = pytest.mark.slow
@@ -38,34 +35,23 @@ def client(
     receiver: Receiver,
 ) -> Iterator[TestClient]:
     from app.main import create_app
-    from ttalkkac.settings import Settings
 
-    data_dir = tmp_path_factory.mktemp("webhook-worker-data")
-    values = {
-        "data_dir": str(data_dir),
-        "database_url": worker_database,
-        "redis_url": REDIS_URL,
-        "training_queue": f"test-training-{run_id}-webhooks",
-        "broker_key_prefix": redis_prefix,
-        "base_model": str(tiny_model_dir),
-        "webhook_urls": f"{receiver.url}/all-jobs",
-        "webhook_backoff_s": "0.2",
-        "webhook_allow_private": "true",  # the receiver listens on 127.0.0.1
-        "eval_after_training": "false",
-    }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATA_DIR", "DATABASE_URL"))}
-    env.update({k.upper(): v for k, v in values.items()})
-    env.update({"WEBHOOK_SECRET": SECRET, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
-    settings = Settings(
-        **values, webhook_secret=SecretStr(SECRET), serving_enabled=False, warmup=False
-    )
-    settings.ensure_dirs()
-    worker = WorkerProcess(env, data_dir / "worker.log").start()
-    try:
-        with TestClient(create_app(settings)) as c:
-            yield c
-    finally:
-        worker.stop()
+    with (
+        running_worker(
+            tmp_path_factory.mktemp("webhook-worker-data"),
+            database_url=worker_database,
+            redis_prefix=redis_prefix,
+            queue=f"test-training-{run_id}-webhooks",
+            base_model=tiny_model_dir,
+            webhook_urls=f"{receiver.url}/all-jobs",
+            webhook_secret=SECRET,
+            webhook_backoff_s="0.2",
+            webhook_allow_private="true",  # the receiver listens on 127.0.0.1
+            eval_after_training="false",
+        ) as setup,
+        TestClient(create_app(setup.settings)) as c,
+    ):
+        yield c
 
 
 def test_a_job_finished_by_the_worker_is_told(
