@@ -59,7 +59,9 @@ from ttalkkac.locks import file_lock
 from ttalkkac.settings import Settings
 from ttalkkac.store import crud
 from ttalkkac.store import evaluations as evaluation_store
+from ttalkkac.store import outbox
 from ttalkkac.store.db import Database
+from ttalkkac.store.hooks import Subject
 from ttalkkac.store.models import TERMINAL_STATUSES, Adapter, JobStatus
 from ttalkkac.training.layout import CHECKPOINTS_DIR
 
@@ -97,8 +99,8 @@ def delete_dataset(db: Database, settings: Settings, *, id: str) -> None:
 
 
 def delete_job(db: Database, settings: Settings, *, id: str) -> None:
-    """Delete an ended job, its events and its folder; ``Conflict`` while it runs or while the
-    adapter it trained is registered."""
+    """Delete an ended job, its events, its finished webhook deliveries and its folder;
+    ``Conflict`` while it runs or while the adapter it trained is registered."""
     folder = job_dir(settings, id)
     with db.session() as session:
         job = crud.get_job(session, id=id)
@@ -121,6 +123,7 @@ def delete_job(db: Database, settings: Settings, *, id: str) -> None:
             )
         if not crud.delete_job(session, id=id):  # deleted meanwhile, or an adapter appeared
             raise Conflict(f"job {id} changed while it was being deleted; try again")
+        outbox.delete_ended(session, subject=Subject.training_job, subject_id=id)
     _remove(folder, settings.jobs_dir)
     _remove_merged(merged_dir_of(folder), settings.jobs_dir)  # left if its adapter crashed out
     logger.info("[job %s] deleted", id)

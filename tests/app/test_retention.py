@@ -14,7 +14,9 @@ from fastapi.testclient import TestClient
 from tests.utils.training_data import tiny_gold_zip
 from ttalkkac import jobs
 from ttalkkac.settings import Settings
-from ttalkkac.store import crud
+from ttalkkac.store import crud, outbox
+from ttalkkac.store.hooks import Subject
+from ttalkkac.store.models import WebhookDelivery
 from ttalkkac.training.spec import TrainSpec
 
 KEY = "retention-test-key"
@@ -101,6 +103,34 @@ def test_delete_job(client: TestClient, settings: Settings, tmp_path: Path) -> N
     assert_envelope(client.get(f"/train/{job_id}/events"), 404, "not_found")
     assert_envelope(client.delete(f"/train/{job_id}"), 404, "not_found")
     assert client.get("/train").json()["count"] == 0
+
+
+def test_deleting_a_job_keeps_only_its_pending_webhook_deliveries(
+    client: TestClient, tmp_path: Path
+) -> None:
+    job_id = queue_job(client, upload(client, tmp_path))
+    move(client, job_id, "failed")
+    db = client.app.state.db  # type: ignore[attr-defined]
+    with db.session() as s:
+        for id, state in [("whd_sent", "delivered"), ("whd_due", "pending")]:
+            outbox.add(
+                s,
+                id=id,
+                subject=Subject.training_job,
+                subject_id=job_id,
+                event="training_job.failed",
+                url="https://hooks.example.com/ttalkkac",
+                client_url=False,
+                body=b"{}",
+                now=crud.store_now(s),
+            )
+            s.get(WebhookDelivery, id).state = state
+
+    assert client.delete(f"/train/{job_id}").status_code == 204
+    with db.session() as s:
+        left = outbox.list_deliveries(s, subject=Subject.training_job, subject_id=job_id)
+    # The receiver is still told the job ended; what was already told is gone with the job.
+    assert [d.id for d in left] == ["whd_due"]
 
 
 def test_delete_adapter_then_its_job(

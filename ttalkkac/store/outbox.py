@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ttalkkac.store.hooks import Subject
@@ -189,3 +189,19 @@ def list_deliveries(
             .order_by(WebhookDelivery.created_at, WebhookDelivery.id)
         ).all()
     )
+
+
+def delete_ended(session: Session, *, subject: Subject, subject_id: str) -> int:
+    """Delete a subject's deliveries that are over (delivered, given up, refused).
+
+    Pending ones stay: a receiver told of a job's end is told even when the job is deleted
+    right after, and the body they send carries everything they need.
+    """
+    result = session.execute(
+        delete(WebhookDelivery).where(
+            WebhookDelivery.subject == subject.value,
+            WebhookDelivery.subject_id == subject_id,
+            WebhookDelivery.state != DeliveryState.pending.value,
+        )
+    )
+    return result.rowcount
