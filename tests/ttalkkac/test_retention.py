@@ -372,6 +372,10 @@ def test_old_leftovers_are_swept_young_ones_and_user_data_stay(
     demo_build = settings.models_dir / ".SmolLM2-135M-Instruct.build-k2j_x9q1"
     demo_build.mkdir()
     age(demo_build, 3600)
+    attempt_build = settings.jobs_dir / ".job_x.build-0a1b2c3d4e5f"  # training.publish staging
+    (attempt_build / "adapter_model.safetensors").parent.mkdir()
+    (attempt_build / "adapter_model.safetensors").write_bytes(b"half")
+    age(attempt_build, 3600)
     young = settings.jobs_dir / ".job_z.merged.tmp-99999999"
     young.mkdir()
     lock = settings.jobs_dir / ".job_x.merged.lock"
@@ -384,7 +388,7 @@ def test_old_leftovers_are_swept_young_ones_and_user_data_stay(
 
     removed = retention.remove_leftovers(sqlite_db, settings)
 
-    assert sorted(removed) == sorted([old_upload, merge_tmp, trash, demo_build])
+    assert sorted(removed) == sorted([old_upload, merge_tmp, trash, demo_build, attempt_build])
     for kept in (live_upload, young, lock, inside_dataset):
         assert kept.exists(), kept
 

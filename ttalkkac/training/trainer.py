@@ -7,9 +7,10 @@ module only pads them, so training and validation loss are over answer tokens on
 2. load the base model, wrap it with LoRA, train with evaluation and checkpoints every
    ``eval_steps``, resuming from the last complete checkpoint in ``out_dir/checkpoints`` if any;
 3. keep the best checkpoint by validation loss, save it as ``adapter_model.safetensors`` +
-   ``adapter_config.json`` in ``out_dir``;
-4. write ``log_history.json``, ``loss.png`` and, last, ``training_results.json``: the mark of a
-   finished run. A resumed run (``resume=True``) that finds it, for the same spec and base
+   ``adapter_config.json``;
+4. write ``log_history.json``, ``loss.png`` and ``training_results.json``, the mark of a
+   finished run, and rename all of them into ``out_dir``, the mark last
+   (``ttalkkac.training.publish``: every attempt stages its own files). A resumed run (``resume=True``) that finds it, for the same spec and base
    model, next to the adapter returns it instead of training again: a process that died after
    training but before its job was marked succeeded costs a re-registration, not a retrain.
 
@@ -31,6 +32,7 @@ from ttalkkac.errors import DataError, JobCancelled, JobInterrupted
 from ttalkkac.hardware import Device
 from ttalkkac.training.callbacks import CancelCallback, ProgressCallback
 from ttalkkac.training.layout import CHECKPOINTS_DIR
+from ttalkkac.training.publish import file_digests, matches, publish, staging_folder
 from ttalkkac.training.report import (
     LOG_HISTORY_FILE,
     LOSS_PLOT_FILE,
@@ -346,18 +348,6 @@ def train_lora(
     state = trainer.state
     best_step = _checkpoint_step(state.best_model_checkpoint)
     final_eval = trainer.evaluate() if val_set else {}
-    # Checked before anything lands in out_dir: a cancelled run, or one another process has
-    # taken over, must not overwrite the adapter there.
-    if reporter.should_cancel():
-        raise JobCancelled("cancelled after training")
-    trainer.model.save_pretrained(str(out_dir), safe_serialization=True)
-    # Never a pickle: a stale .bin from another tool must not shadow the safetensors file.
-    (out_dir / "adapter_model.bin").unlink(missing_ok=True)
-    reporter.event(
-        f"adapter saved (best checkpoint: step {best_step or state.global_step})",
-        data={"path": str(out_dir), "best_step": best_step, "eval": final_eval},
-    )
-
     session_tokens = state.num_input_tokens_seen - tokens_before
     runtime = output.metrics.get("train_runtime") or wall_s
     train_losses = [e["loss"] for e in state.log_history if "loss" in e]
@@ -392,9 +382,25 @@ def train_lora(
         "library_versions": library_versions(),
         "torch_threads": torch.get_num_threads(),
     }
-    write_json(out_dir / LOG_HISTORY_FILE, state.log_history)
-    plot_loss(state.log_history, out_dir / LOSS_PLOT_FILE, title=f"LoRA on {Path(base_model).name}")
-    write_json(out_dir / RESULTS_FILE, results)  # last: the mark of a finished run
+    with staging_folder(out_dir) as staging:
+        trainer.model.save_pretrained(str(staging), safe_serialization=True)
+        write_json(staging / LOG_HISTORY_FILE, state.log_history)
+        plot_loss(
+            state.log_history, staging / LOSS_PLOT_FILE, title=f"LoRA on {Path(base_model).name}"
+        )
+        results["file_digests"] = file_digests(staging, [ADAPTER_WEIGHTS, ADAPTER_CONFIG])
+        write_json(staging / RESULTS_FILE, results)  # published last: the mark of a finished run
+        # Checked before anything lands in out_dir: a cancelled run, or one another process has
+        # taken over, must not overwrite the adapter there.
+        if reporter.should_cancel():
+            raise JobCancelled("cancelled after training")
+        # Never a pickle: a stale .bin from another tool must not shadow the safetensors file.
+        (out_dir / "adapter_model.bin").unlink(missing_ok=True)
+        publish(staging, out_dir, last=RESULTS_FILE)
+    reporter.event(
+        f"adapter saved (best checkpoint: step {best_step or state.global_step})",
+        data={"path": str(out_dir), "best_step": best_step, "eval": final_eval},
+    )
     # The shipped adapter is the best checkpoint's; optimizer states are dead weight now, unless
     # the user asked to keep every checkpoint. A kill during this removal is harmless: a
     # resume finds the results above and stops there.
@@ -416,8 +422,9 @@ def _drop_integration_callbacks(trainer: Any) -> None:
 def finished_results(out_dir: Path, *, spec: TrainSpec, base_model: str) -> dict[str, Any] | None:
     """The results of a run of ``spec`` on ``base_model`` that finished in ``out_dir``, else None.
 
-    Finished means: ``training_results.json`` (written last) parses, names the same
-    hyperparameters and base model, and the adapter it describes is there.
+    Finished means: ``training_results.json`` (published last) parses, names the same
+    hyperparameters and base model, and the adapter files it describes are there, byte for
+    byte (their digests).
     """
     try:
         results = json.loads((out_dir / RESULTS_FILE).read_text(encoding="utf-8"))
@@ -432,6 +439,9 @@ def finished_results(out_dir: Path, *, spec: TrainSpec, base_model: str) -> dict
     weights = out_dir / ADAPTER_WEIGHTS
     if not same_run or not (out_dir / ADAPTER_CONFIG).is_file() or not weights.is_file():
         return None
+    digests = results.get("file_digests")  # absent in runs published before digests were kept
+    if isinstance(digests, dict) and not matches(out_dir, digests):
+        return None  # two attempts published over each other: not one whole run
     return results
 
 
