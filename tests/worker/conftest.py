@@ -109,5 +109,6 @@ def worker_setup(
         job_heartbeat_s="1",
         job_stale_after_s="60",
         job_sweep_interval_s="2",
+        job_resend_queued_after_s="10",  # the least it may be
     ) as setup:
         yield setup

@@ -193,6 +193,62 @@ def test_cancel_running_and_queued_jobs(
     assert skipped["status"] == "cancelled" and skipped["attempts"] == 0
 
 
+def test_queue_messages_deleted_with_jobs_running_and_queued_each_job_ends_once(
+    client: TestClient, dataset_id: str, worker_setup: WorkerSetup
+) -> None:
+    """Redis loses the queue (restarted without persistence, a FLUSHDB, an operator's mistake)
+    while one job runs and one waits: the running one finishes, the waiting one is sent again
+    by the sweep once nothing runs, and each ends once with one adapter."""
+    import redis
+
+    from tests.conftest import REDIS_URL
+
+    running = submit(client, dataset_id, max_steps=6, eval_steps=50_000)
+    waiting = submit(client, dataset_id, max_steps=2)
+    wait_for(
+        client,
+        running["id"],
+        lambda j: j["status"] == "running" and j["progress"]["step"] >= 1,
+        what="training steps",
+        log=worker_setup.log,
+    )
+    settings = worker_setup.settings
+    queue_key = f"{settings.broker_key_prefix}{settings.training_queue}"
+    broker = redis.Redis.from_url(REDIS_URL)
+    try:
+        # Prefetch 1 with acks_late: the worker holds only the running job's message, so the
+        # waiting job's message is in Redis and the deletion below really loses it.
+        assert broker.llen(queue_key) == 1, broker.keys(f"{settings.broker_key_prefix}*")
+        lost = broker.delete(queue_key, *broker.keys(f"{settings.broker_key_prefix}unacked*"))
+        assert lost >= 1 and broker.llen(queue_key) == 0
+    finally:
+        broker.close()
+
+    for job in (running, waiting):
+        done = wait_for(
+            client,
+            job["id"],
+            lambda j: j["status"] in TERMINAL,
+            timeout_s=settings.job_resend_queued_after_s + 90,
+            what="the end of a job whose message was deleted",
+            log=worker_setup.log,
+        )
+        assert done["status"] == "succeeded", done
+        messages = [e["message"] for e in events(client, job["id"])]
+        assert sum(m.startswith("succeeded") for m in messages) == 1, messages
+        assert done["attempts"] == 1
+    resent = [e["message"] for e in events(client, waiting["id"])]
+    assert any("its queue message was lost; sent again" in m for m in resent), resent
+    from ttalkkac.store import crud
+    from ttalkkac.store.db import Database
+
+    db = Database(settings.resolved_database_url)  # this API serves no engine: no GET /adapters
+    with db.session() as session:
+        trained = [a.job_id for a in crud.list_adapters(session)]
+    db.dispose()
+    assert trained.count(running["id"]) == 1 and trained.count(waiting["id"]) == 1
+
+
 def test_sigterm_checkpoints_hands_the_job_back_and_the_next_worker_resumes_it(
     client: TestClient, dataset_id: str, worker_setup: WorkerSetup
 ) -> None:
