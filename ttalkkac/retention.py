@@ -57,9 +57,8 @@ from ttalkkac.inference.merge import MERGED_SUFFIX, STAMP_FILE, merge_lock_path,
 from ttalkkac.jobs.claim import job_dir
 from ttalkkac.locks import file_lock
 from ttalkkac.settings import Settings
-from ttalkkac.store import crud
+from ttalkkac.store import crud, outbox
 from ttalkkac.store import evaluations as evaluation_store
-from ttalkkac.store import outbox
 from ttalkkac.store.db import Database
 from ttalkkac.store.hooks import Subject
 from ttalkkac.store.models import TERMINAL_STATUSES, Adapter, JobStatus

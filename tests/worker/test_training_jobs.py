@@ -249,6 +249,49 @@ def test_queue_messages_deleted_with_jobs_running_and_queued_each_job_ends_once(
     assert trained.count(running["id"]) == 1 and trained.count(waiting["id"]) == 1
 
 
+def test_database_connections_dropped_mid_job_the_job_still_succeeds(
+    client: TestClient, dataset_id: str, worker_setup: WorkerSetup
+) -> None:
+    """PostgreSQL restarts or a proxy drops idle connections while a job trains: every
+    connection to the job's database is terminated, several times; the job carries on."""
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import POSTGRES_ADMIN_URL
+
+    job = submit(client, dataset_id, max_steps=12, eval_steps=4)
+    wait_for(
+        client,
+        job["id"],
+        lambda j: j["status"] == "running" and j["progress"]["step"] >= 1,
+        what="training steps",
+        log=worker_setup.log,
+    )
+    name = worker_setup.settings.resolved_database_url.rsplit("/", 1)[1]
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    dropped = 0
+    try:
+        with admin.connect() as conn:
+            for _ in range(6):
+                dropped += len(
+                    conn.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = :name AND pid <> pg_backend_pid()"
+                        ),
+                        {"name": name},
+                    ).all()
+                )
+                time.sleep(0.5)
+    finally:
+        admin.dispose()
+    assert dropped >= 1, "no connection of the worker's was there to drop"
+    done = wait_for(
+        client, job["id"], lambda j: j["status"] in TERMINAL, what="success", log=worker_setup.log
+    )
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 1 and done["progress"]["step"] == 12
+
+
 def test_sigterm_checkpoints_hands_the_job_back_and_the_next_worker_resumes_it(
     client: TestClient, dataset_id: str, worker_setup: WorkerSetup
 ) -> None:

@@ -12,11 +12,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from ttalkkac.errors import Conflict, JobCancelled, JobInterrupted, NotFound
 from ttalkkac.evaluation.commands import evaluate_after_training
 from ttalkkac.jobs.claim import RunOutcome, claim_job, fail, finish_cancelled, job_dir
 from ttalkkac.jobs.liveness import Heartbeat, process_id, requeued_by
 from ttalkkac.jobs.reporting import JobReporter
+from ttalkkac.jobs.retry import with_store_retries
 from ttalkkac.jobs.shutdown import clear_stop_request, stop_request_path
 from ttalkkac.settings import Settings
 from ttalkkac.store import crud
@@ -78,13 +81,22 @@ def _execute(
     except JobCancelled as exc:
         if reporter.lost:
             return RunOutcome.superseded
-        with db.session() as session:
-            finish_cancelled(session, job_id, f"cancelled: {exc.message}", owner=me)
+        why = f"cancelled: {exc.message}"
+        _end(db, lambda s: finish_cancelled(s, job_id, why, owner=me))
         return RunOutcome.cancelled
-    except JobInterrupted as exc:
+    except (JobInterrupted, OperationalError) as exc:
+        # A graceful stop, or the store gone for longer than the retries above waited: the job
+        # goes back to the queue without using an attempt and resumes from its checkpoint.
         if reporter.lost:
             return RunOutcome.superseded
-        return _hand_back(db, settings, job_id, me, exc.message)
+        why = (
+            f"is shutting down: {exc.message}"
+            if isinstance(exc, JobInterrupted)
+            else f"lost the store ({exc.orig})"
+        )
+        return with_store_retries(
+            f"job {job_id}: handing back", lambda: _hand_back(db, settings, job_id, me, why)
+        )
     except Superseded:
         return RunOutcome.superseded
     except Exception as exc:
@@ -92,15 +104,26 @@ def _execute(
             logger.warning("[job %s] superseded run ended with %r", job_id, exc)
             return RunOutcome.superseded
         logger.exception("[job %s] failed", job_id)
+        error_type = type(exc).__name__
         detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        message = getattr(exc, "message", None) or detail
-        with db.session() as session:
-            fail(session, job_id, type(exc).__name__, str(message)[:4000], owner=me)
+        message = str(getattr(exc, "message", None) or detail)[:4000]
+        _end(db, lambda s: fail(s, job_id, error_type, message, owner=me))
         return RunOutcome.failed
 
 
+def _end(db: Database, write: Any) -> None:
+    """One ending write in its own transaction, retried through store outages."""
+
+    def once() -> None:
+        with db.session() as session:
+            write(session)
+
+    with_store_retries("ending a job", once)
+
+
 def _hand_back(db: Database, settings: Settings, job_id: str, me: str, why: str) -> RunOutcome:
-    """Give the job back to the queue after a graceful stop; the attempt is not counted.
+    """Give the job back to the queue after a graceful stop or a store outage; the attempt is
+    not counted. ``why``: what the worker did, as the event says it ("is shutting down: ...").
 
     The job keeps ``running`` under the re-enqueue marker (as the sweep leaves it), so the next
     delivery takes it over and resumes from the checkpoint; the caller sends that delivery.
@@ -111,7 +134,7 @@ def _hand_back(db: Database, settings: Settings, job_id: str, me: str, why: str)
         if job is None or job.worker != me:
             return RunOutcome.superseded
         if job.status == JobStatus.cancelling:
-            finish_cancelled(session, job_id, f"cancelled: {why}", owner=me)
+            finish_cancelled(session, job_id, f"cancelled (the worker {why})", owner=me)
             return RunOutcome.cancelled
         moved = crud.transition_job(
             session,
@@ -129,7 +152,7 @@ def _hand_back(db: Database, settings: Settings, job_id: str, me: str, why: str)
             session,
             job_id=job_id,
             level="warning",
-            message=f"worker {me} is shutting down: {why}; the job goes back to the queue",
+            message=f"worker {me} {why}; the job goes back to the queue",
             data={"worker": me, "attempts_used": max(job.attempts - 1, 0)},
         )
     return RunOutcome.handed_back
@@ -140,6 +163,24 @@ class Superseded(Exception):
 
 
 def _finish(
+    db: Database,
+    settings: Settings,
+    job: TrainingJob,
+    reporter: JobReporter,
+    out_dir: Path,
+    base_model: str,
+    results: dict[str, Any],
+) -> RunOutcome:
+    """``_finish_once``, retried through store outages: a trained adapter is never lost to a
+    dropped connection. A retry after a commit whose answer was lost finds the job ended and
+    answers ``RunOutcome.already``."""
+    return with_store_retries(
+        f"job {job.id}: finishing",
+        lambda: _finish_once(db, settings, job, reporter, out_dir, base_model, results),
+    )
+
+
+def _finish_once(
     db: Database,
     settings: Settings,
     job: TrainingJob,

@@ -11,6 +11,7 @@ from tests.utils.job_rows import get, messages, new_job, set_running
 from ttalkkac import jobs
 from ttalkkac.jobs import execution
 from ttalkkac.jobs.claim import RunOutcome
+from ttalkkac.jobs.liveness import is_requeued
 from ttalkkac.settings import Settings
 from ttalkkac.store import crud
 from ttalkkac.store.db import Database
@@ -107,3 +108,53 @@ def _training_data(dataset: Any, spec: Any) -> Any:
     from ttalkkac.training.trainer import TrainData
 
     return TrainData(train=[], val=[], stats={})
+
+
+def _store_down(times: int, then: Any) -> Any:
+    """``then``, after raising the error a dropped connection raises, ``times`` times."""
+    from sqlalchemy.exc import OperationalError
+
+    calls = {"n": 0}
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= times:
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+        return then(*args, **kwargs)
+
+    return flaky
+
+
+def test_finishing_rides_out_a_store_outage(
+    db: Database, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ttalkkac.jobs import retry
+
+    monkeypatch.setattr(retry, "STORE_RETRY_DELAYS_S", (0, 0, 0))
+    job_id = new_job(db)
+    set_running(db, job_id, "host:1")
+    monkeypatch.setattr(execution, "_register", _store_down(2, execution._register))
+    assert _finish(db, settings, job_id, "host:1", tmp_path) is RunOutcome.succeeded
+    job = get(db, job_id)
+    assert job.status == "succeeded" and _adapters(db) == [job.adapter_name]
+
+
+def test_a_store_outage_during_training_hands_the_job_back_unfailed(
+    db: Database, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Longer than the retries wait: the job is re-queued without using an attempt."""
+    from ttalkkac.jobs import retry
+
+    monkeypatch.setattr(retry, "STORE_RETRY_DELAYS_S", (0, 0))
+    job_id = new_job(db)
+    set_running(db, job_id, "host:1")
+    job = get(db, job_id)
+    reporter = jobs.JobReporter(db, job_id, worker="host:1")
+    monkeypatch.setattr("ttalkkac.datasets.load_training_data", _training_data)
+    monkeypatch.setattr("ttalkkac.training.trainer.train_lora", _store_down(1, lambda **kw: None))
+    monkeypatch.setattr(execution, "_resolve_base_model", lambda job, settings: "base-model")
+    assert execution._execute(db, settings, job, reporter, tmp_path) is RunOutcome.handed_back
+    handed = get(db, job_id)
+    assert handed.status == "running" and handed.attempts == 0 and handed.error_type is None
+    assert is_requeued(handed.worker)
+    assert any("lost the store" in m for m in messages(db, job_id))
