@@ -38,18 +38,21 @@ def staging_folder(out_dir: Path) -> Iterator[Path]:
 def publish(staging: Path, out_dir: Path, *, last: str) -> list[str]:
     """Move every file of ``staging`` into ``out_dir``, replacing what is there, ``last`` last.
 
-    Returns the names moved, in order. Each move is one ``os.replace``; the folder's entries are
-    flushed to disk before ``last`` moves, so a power cut cannot keep the mark and lose the rest.
+    Returns the names moved, in order. Each move is one ``os.replace``; the files and then the
+    folder's entries are flushed to disk before ``last`` moves, so a power cut cannot keep the
+    mark and lose (or empty) what it marks.
     """
     names = sorted(p.name for p in staging.iterdir() if p.is_file() and p.name != last)
     if not (staging / last).is_file():
         raise FileNotFoundError(f"{last} was not written to {staging}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in [*names, last]:
+        _fsync(staging / name)
     for name in names:
         os.replace(staging / name, out_dir / name)
-    _fsync_dir(out_dir)
+    _fsync(out_dir)
     os.replace(staging / last, out_dir / last)
-    _fsync_dir(out_dir)
+    _fsync(out_dir)
     return [*names, last]
 
 
@@ -73,8 +76,9 @@ def matches(folder: Path, digests: dict[str, str]) -> bool:
         return False
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to disk (read-only descriptors do both)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
