@@ -222,6 +222,10 @@ def run_quality_bench(
             "vllm_cpu_cores": defaults.vllm_cpu_cores,
             "enforce_eager": defaults.enforce_eager,
             "adapter_switch": defaults.adapter_switch,
+            "max_tokens": max_tokens or defaults.default_max_tokens,
+            "repetition_penalty": defaults.repetition_penalty,
+            "repetition_stop_max_pattern": defaults.repetition_stop_max_pattern,
+            "repetition_stop_min_count": defaults.repetition_stop_min_count,
         }
         started = time.perf_counter()
         section |= asyncio.run(

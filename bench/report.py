@@ -158,6 +158,14 @@ def _quality_md(quality: dict[str, Any]) -> list[str]:
         f"meetings cut to {_fmt(settings.get('max_meeting_chars'))} characters, greedy, seed "
         f"{settings.get('seed')}; base {_fmt((quality.get('base') or {}).get('wall_s'))} s, "
         f"adapter {_fmt((quality.get('adapter') or {}).get('wall_s'))} s",
+        f"- Decoding: max_tokens {settings.get('max_tokens', '?')}, repetition penalty "
+        f"{settings.get('repetition_penalty', '?')}, loop stop "
+        + (
+            f"after {settings['repetition_stop_min_count']} repeats of a pattern of up to "
+            f"{settings['repetition_stop_max_pattern']} tokens"
+            if settings.get("repetition_stop_max_pattern")
+            else "off"
+        ),
         "",
         *HEADLINE_HEADER,
         *headline_rows("base model", quality.get("base")),
