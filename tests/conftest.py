@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -82,12 +83,11 @@ def tiny_tokenizer(tiny_model_dir: Path):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-@pytest.fixture(scope="session")
-def postgres_url(run_id: str) -> Iterator[str]:
-    """A PostgreSQL database created for this run and dropped after it."""
+@contextmanager
+def created_database(name: str) -> Iterator[str]:
+    """A PostgreSQL database of this name, created now and dropped (forcibly) on the way out."""
     from sqlalchemy import create_engine, text
 
-    name = f"test_ttalkkac_{run_id}"
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -97,6 +97,13 @@ def postgres_url(run_id: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(run_id: str) -> Iterator[str]:
+    """A PostgreSQL database created for this run and dropped after it."""
+    with created_database(f"test_ttalkkac_{run_id}") as url:
+        yield url
 
 
 # --- data lane: the SmolLM2 demo model, cached across runs on one machine --------------------

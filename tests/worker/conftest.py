@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from tests.conftest import POSTGRES_ADMIN_URL, REDIS_URL
+from tests.conftest import REDIS_URL, created_database
 from tests.utils.worker_process import WorkerProcess
 
 
@@ -24,18 +23,11 @@ class WorkerSetup:
 
 
 @pytest.fixture(scope="module")
-def worker_database(run_id: str) -> Iterator[str]:
-    """PostgreSQL shared by the API (this process) and the worker processes."""
-    name = f"test_ttalkkac_{run_id}_worker"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def worker_database(run_id: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """PostgreSQL shared by the API (this process) and the worker processes of one module."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    with created_database(f"test_ttalkkac_{run_id}_worker_{module}") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

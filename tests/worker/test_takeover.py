@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.utils.job_api import TERMINAL, events, submit, wait_for
 from tests.utils.training_data import tiny_gold_zip
 from tests.utils.worker_process import WorkerProcess
 from tests.worker.conftest import WorkerSetup, running_worker
-from tests.worker.test_training_jobs import TERMINAL, events, submit, wait_for
 from ttalkkac.training.report import RESULTS_FILE
 
 pytestmark = pytest.mark.slow
