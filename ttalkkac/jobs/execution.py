@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,7 @@ def _execute(
         return RunOutcome.failed
 
 
-def _end(db: Database, write: Any) -> None:
+def _end(db: Database, write: Callable[[Any], object]) -> None:
     """One ending write in its own transaction, retried through store outages."""
 
     def once() -> None:
