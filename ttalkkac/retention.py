@@ -224,7 +224,8 @@ def sweep_at_start(db: Database, settings: Settings) -> SweepReport:
 
 
 def remove_ended_checkpoints(db: Database, settings: Settings) -> list[Path]:
-    """``checkpoints/`` of every ended job (CHECKPOINT_RETENTION=delete_on_end).
+    """``checkpoints/`` of every ended job (CHECKPOINT_RETENTION=delete_on_end), but those
+    of jobs submitted with ``hyperparameters.keep_checkpoints``.
 
     Found from the folders on disk, then their jobs' statuses in one query: the cost follows the
     checkpoints that exist, not the number of jobs ever run. A folder whose job the store does
@@ -243,8 +244,12 @@ def remove_ended_checkpoints(db: Database, settings: Settings) -> list[Path]:
         statuses = crud.job_statuses(session, ids=found)
     removed = []
     for job_id, ckpt in sorted(found.items()):
-        status = statuses.get(job_id)
-        if status is not None and JobStatus(status).terminal and _remove(ckpt, settings.jobs_dir):
+        status, hyperparameters = statuses.get(job_id, (None, {}))
+        if status is None or not JobStatus(status).terminal:
+            continue
+        if hyperparameters.get("keep_checkpoints"):  # the job's submitter asked for every one
+            continue
+        if _remove(ckpt, settings.jobs_dir):
             logger.info("[job %s] %s checkpoints removed", job_id, status)
             removed.append(ckpt)
     return removed

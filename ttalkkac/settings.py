@@ -96,7 +96,8 @@ class Settings(BaseSettings):
         description=(
             "Checkpoints of ended jobs. 'delete_on_end': removed once a job has succeeded, "
             "failed or been cancelled (an ended job is never resumed; the adapter, results and "
-            "loss plot stay), by the worker's sweep and at API start. 'keep': left for manual "
+            "loss plot stay), by the worker's sweep and at API start, unless the job was "
+            "submitted with hyperparameters.keep_checkpoints. 'keep': left for manual "
             "inspection or resumption."
         ),
     )

@@ -51,9 +51,15 @@ def make_dataset(db: Database, settings: Settings) -> str:
     return row.id
 
 
-def make_job(db: Database, settings: Settings, dataset_id: str, status: str = "queued") -> str:
+def make_job(
+    db: Database,
+    settings: Settings,
+    dataset_id: str,
+    status: str = "queued",
+    spec: TrainSpec | None = None,
+) -> str:
     with db.session() as s:
-        job_id = jobs.create_job(s, dataset_id=dataset_id, spec=TrainSpec(max_steps=1)).id
+        job_id = jobs.create_job(s, dataset_id=dataset_id, spec=spec or TrainSpec(max_steps=1)).id
     if status != "queued":
         with db.session() as s:
             assert crud.transition_job(s, id=job_id, from_statuses=["queued"], to_status=status)
@@ -317,6 +323,18 @@ def test_checkpoints_of_ended_jobs_are_removed(sqlite_db: Database, settings: Se
         assert (jobs.job_dir(settings, job_id) / "loss.png").is_file()  # the rest stays
     assert (jobs.job_dir(settings, running) / "checkpoints" / "checkpoint-1").is_dir()
     assert stranger.is_dir()
+
+
+def test_checkpoints_a_job_asked_to_keep_are_kept_after_it_ends(
+    sqlite_db: Database, settings: Settings
+) -> None:
+    dataset_id = make_dataset(sqlite_db, settings)
+    kept = TrainSpec(max_steps=1, keep_checkpoints=True)
+    asked = [make_job(sqlite_db, settings, dataset_id, s, kept) for s in ("succeeded", "failed")]
+    removed = retention.remove_ended_checkpoints(sqlite_db, settings)
+    assert removed == []
+    for job_id in asked:
+        assert (jobs.job_dir(settings, job_id) / "checkpoints" / "checkpoint-1").is_dir()
 
 
 def test_checkpoint_policy_keep(sqlite_db: Database, settings: Settings) -> None:

@@ -190,15 +190,17 @@ def delete_job(session: Session, *, id: str) -> bool:
     return result.rowcount == 1
 
 
-def job_statuses(session: Session, *, ids: Iterable[str]) -> dict[str, str]:
-    """The status of each job of ``ids`` that exists."""
+def job_statuses(session: Session, *, ids: Iterable[str]) -> dict[str, tuple[str, dict]]:
+    """The status and stored hyperparameters of each job of ``ids`` that exists."""
     wanted, found = list(ids), {}
     for start in range(0, len(wanted), 500):  # bounded IN lists: every driver takes 500
         chunk = wanted[start : start + 500]
         rows = session.execute(
-            select(TrainingJob.id, TrainingJob.status).where(TrainingJob.id.in_(chunk))
+            select(TrainingJob.id, TrainingJob.status, TrainingJob.hyperparameters).where(
+                TrainingJob.id.in_(chunk)
+            )
         )
-        found.update({row[0]: row[1] for row in rows})
+        found.update({row[0]: (row[1], row[2] or {}) for row in rows})
     return found
 
 
