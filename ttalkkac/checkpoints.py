@@ -1,7 +1,7 @@
 """A job's checkpoints: list them with their losses, register one as an adapter.
 
-Checkpoints are the Trainer's ``checkpoint-<step>`` folders under ``<job folder>/checkpoints``
-(adapter weights, optimizer state, ``trainer_state.json``). While a job runs, the best and the
+Checkpoints are the Trainer's ``checkpoint-<step>`` folders under ``<job folder>/checkpoints``,
+in the folder of the delivery that wrote them (``ttalkkac.training.layout``) (adapter weights, optimizer state, ``trainer_state.json``). While a job runs, the best and the
 last are kept; a job that succeeds removes them all unless its spec has ``keep_checkpoints``.
 Listed is whatever exists and is complete (the Trainer writes ``trainer_state.json`` last).
 
@@ -30,7 +30,12 @@ from ttalkkac.jobs import adapter_name_for, job_dir
 from ttalkkac.settings import Settings
 from ttalkkac.store import crud
 from ttalkkac.store.models import Adapter, TrainingJob
-from ttalkkac.training.layout import CHECKPOINT_PREFIX, CHECKPOINTS_DIR, TRAINER_STATE_FILE
+from ttalkkac.training.layout import (
+    CHECKPOINTS_DIR,
+    TRAINER_STATE_FILE,
+    checkpoint_folders,
+    checkpoint_step,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +54,8 @@ class Checkpoint:
     created_at: datetime
 
 
-def _step(folder: Path) -> int | None:
-    suffix = folder.name.removeprefix(CHECKPOINT_PREFIX)
-    return int(suffix) if folder.name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit() else None
-
-
-def _read(folder: Path, step: int) -> tuple[Checkpoint, str | None] | None:
-    """The checkpoint and the best checkpoint its state names; None if it is incomplete."""
+def _read(folder: Path, step: int) -> tuple[Checkpoint, int | None] | None:
+    """The checkpoint and the step of the best one its state names; None if incomplete."""
     try:
         state_file = folder / TRAINER_STATE_FILE
         state = json.loads(state_file.read_text(encoding="utf-8"))
@@ -79,26 +79,21 @@ def _read(folder: Path, step: int) -> tuple[Checkpoint, str | None] | None:
         is_best=False,
         created_at=datetime.fromtimestamp(written, UTC),
     )
-    return checkpoint, Path(best).name if best else None
+    return checkpoint, checkpoint_step(Path(best)) if best else None
 
 
 def list_checkpoints(out_dir: Path) -> list[Checkpoint]:
-    """Complete checkpoints under a job folder, oldest step first."""
-    root = Path(out_dir) / CHECKPOINTS_DIR
-    if not root.is_dir():
-        return []
-    found: list[tuple[Checkpoint, str | None]] = []
-    for folder in root.iterdir():
-        step = _step(folder)
-        if step is None or folder.is_symlink() or not folder.is_dir():
-            continue
-        read = _read(folder, step)
-        if read is not None:
-            found.append(read)
-    found.sort(key=lambda item: item[0].step)
+    """Complete checkpoints under a job folder (all its deliveries'), oldest step first."""
+    by_step: dict[int, tuple[Checkpoint, int | None]] = {}
+    for folder in checkpoint_folders(Path(out_dir) / CHECKPOINTS_DIR):
+        step = checkpoint_step(folder)
+        read = _read(folder, step) if step is not None else None
+        if read is not None:  # a step two deliveries wrote: the later one's (listed last)
+            by_step[step] = read
+    found = [by_step[step] for step in sorted(by_step)]
     # The newest state knows the best of the run so far; older ones only knew theirs.
     best = found[-1][1] if found else None
-    return [replace(c, is_best=c.path.name == best) for c, _ in found]
+    return [replace(c, is_best=c.step == best) for c, _ in found]
 
 
 def get_checkpoint(out_dir: Path, step: int) -> Checkpoint:

@@ -93,7 +93,9 @@ def test_a_frozen_worker_is_taken_over_and_the_survivor_writes_the_adapter(
     # worker takes the job is the one frozen, the other the survivor.
     second = WorkerProcess(first_worker.env, first_worker.log.with_name("second.log")).start()
     try:
-        job_id = submit(client, response.json()["id"], max_steps=48, eval_steps=3)["id"]
+        job_id = submit(
+            client, response.json()["id"], max_steps=48, eval_steps=3, keep_checkpoints=True
+        )["id"]
         wait_for(
             client,
             job_id,
@@ -147,3 +149,16 @@ def test_a_frozen_worker_is_taken_over_and_the_survivor_writes_the_adapter(
     results = json.loads((first_worker.settings.jobs_dir / job_id / RESULTS_FILE).read_text())
     assert results["resumed_from"], "the adapter is the first attempt's, not the survivor's"
     assert results["global_step"] == 48
+    # Each delivery checkpointed into its own folder. The frozen process may have been stopped
+    # while saving the checkpoint after the one the survivor resumed from; continued, it
+    # finishes that save (seen here: checkpoint-6, in its own folder) and nothing more.
+    resumed = int(results["resumed_from"].removeprefix("checkpoint-"))
+    root = first_worker.settings.jobs_dir / job_id / "checkpoints"
+    runs = {run.name.split("-")[1]: run for run in root.iterdir()}
+    assert sorted(runs) == ["1", "2"], sorted(root.iterdir())
+    steps = {
+        attempt: sorted(int(c.name.removeprefix("checkpoint-")) for c in run.iterdir())
+        for attempt, run in runs.items()
+    }
+    assert steps["1"] and max(steps["1"]) <= resumed + 3 and resumed < min(steps["2"]), steps
+    assert max(steps["2"]) == 48

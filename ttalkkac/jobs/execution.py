@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -77,6 +78,9 @@ def _execute(
             reporter=reporter,
             resume=True,
             tracking=Tracking.from_settings(settings, run_name=job_id),
+            # Its own checkpoint folder: a delivery that lost the job (paused past the stale
+            # limit, then continued) can neither overwrite nor rotate away this one's.
+            run_id=f"{job.attempts}-{secrets.token_hex(4)}",
         )
         return _finish(db, settings, job, reporter, out_dir, base_model, results)
     except JobCancelled as exc:

@@ -5,7 +5,8 @@ module only pads them, so training and validation loss are over answer tokens on
 
 1. resolve the plan (steps, warmup cap, precision) and log every fix with its reason;
 2. load the base model, wrap it with LoRA, train with evaluation and checkpoints every
-   ``eval_steps``, resuming from the last complete checkpoint in ``out_dir/checkpoints`` if any;
+   ``eval_steps``, resuming from the last complete checkpoint in ``out_dir/checkpoints`` if any
+   (a job's delivery writes its own ``checkpoints/run-<id>/``: ``ttalkkac.training.layout``);
 3. keep the best checkpoint by validation loss, save it as ``adapter_model.safetensors`` +
    ``adapter_config.json``;
 4. write ``log_history.json``, ``loss.png`` and ``training_results.json``, the mark of a
@@ -31,7 +32,13 @@ from typing import Any
 from ttalkkac.errors import DataError, JobCancelled, JobInterrupted
 from ttalkkac.hardware import Device
 from ttalkkac.training.callbacks import CancelCallback, ProgressCallback
-from ttalkkac.training.layout import CHECKPOINTS_DIR
+from ttalkkac.training.layout import (
+    CHECKPOINTS_DIR,
+    RUN_PREFIX,
+    TRAINER_STATE_FILE,
+    checkpoint_folders,
+    checkpoint_step,
+)
 from ttalkkac.training.publish import file_digests, matches, publish, staging_folder
 from ttalkkac.training.report import (
     LOG_HISTORY_FILE,
@@ -158,12 +165,17 @@ def _load_model(base_model: str, precision: str) -> Any:
 
 
 def _training_args(
-    spec: TrainSpec, plan: RunPlan, out_dir: Path, has_val: bool, device: Device, run_name: str
+    spec: TrainSpec,
+    plan: RunPlan,
+    checkpoints_dir: Path,
+    has_val: bool,
+    device: Device,
+    run_name: str,
 ):
     from transformers import TrainingArguments
 
     return TrainingArguments(
-        output_dir=str(out_dir / CHECKPOINTS_DIR),
+        output_dir=str(checkpoints_dir),
         max_steps=plan.total_steps,
         per_device_train_batch_size=spec.per_device_train_batch_size,
         per_device_eval_batch_size=1,
@@ -232,11 +244,14 @@ def train_lora(
     resume: bool = True,
     device: Device | None = None,
     tracking: Tracking | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``base_model`` on ``data``; return the results also written to ``out_dir``.
 
     ``tracking``: the run's name and MLflow server for ``spec.report_to`` (default: named after
-    ``out_dir``, no server).
+    ``out_dir``, no server). ``run_id``: this delivery's own checkpoint folder,
+    ``checkpoints/run-<run_id>/`` (a job's worker gives one per delivery; without it the
+    checkpoints go straight into ``checkpoints/``).
 
     Raises ``JobCancelled`` when the reporter asked to stop, ``JobInterrupted`` after saving a
     checkpoint when it asked to be interrupted, ``DataError`` when nothing fits.
@@ -293,7 +308,9 @@ def train_lora(
     with tracking_env(spec.report_to, tracking, out_dir):
         model = get_peft_model(_load_model(base_model, plan.precision), spec.to_peft_config())
         trainable, total = model.get_nb_trainable_parameters()
-        args = _training_args(spec, plan, out_dir, bool(val_set), device, tracking.run_name)
+        ckpt_root = out_dir / CHECKPOINTS_DIR
+        run_dir = ckpt_root / f"{RUN_PREFIX}{run_id}" if run_id else ckpt_root
+        args = _training_args(spec, plan, run_dir, bool(val_set), device, tracking.run_name)
         cancel = CancelCallback(reporter)
         trainer_class = _answer_logits_trainer() if spec.answer_logits_only else Trainer
         trainer = trainer_class(
@@ -309,9 +326,10 @@ def train_lora(
         trainer.remove_callback(PrinterCallback)
 
         checkpoint = None
-        ckpt_root = out_dir / CHECKPOINTS_DIR
         if resume and ckpt_root.is_dir():
             checkpoint = last_complete_checkpoint(ckpt_root, reporter)
+        if run_id and not spec.keep_checkpoints:
+            _prune_other_runs(ckpt_root, keep=checkpoint)
         reporter.event(
             f"training {base_model} on {device.kind}: {plan.total_steps} steps, "
             f"{trainable:,} trainable of {total:,} parameters"
@@ -330,14 +348,19 @@ def train_lora(
             from transformers import TrainerState
 
             tokens_before = TrainerState.load_from_json(
-                str(Path(checkpoint) / "trainer_state.json")
+                str(Path(checkpoint) / TRAINER_STATE_FILE)
             ).num_input_tokens_seen
         started = time.perf_counter()
-        output = trainer.train(resume_from_checkpoint=checkpoint)
+        if checkpoint and (checkpoint_step(Path(checkpoint)) or 0) >= plan.total_steps:
+            # Every step was trained before the last delivery died (evaluating or publishing):
+            # transformers' resume would train one step past max_steps here.
+            output = _end_of_trained_run(trainer, checkpoint, reporter)
+        else:
+            output = trainer.train(resume_from_checkpoint=checkpoint)
         wall_s = time.perf_counter() - started
         if cancel.cancelled:
             raise JobCancelled(f"cancelled at step {trainer.state.global_step}")
-        if cancel.interrupted:
+        if cancel.interrupted and trainer.state.global_step < plan.total_steps:
             step = trainer.state.global_step
             raise JobInterrupted(f"stopped at step {step} for a shutdown; checkpoint-{step} saved")
         # The final evaluation below re-scores the best checkpoint, already logged at its
@@ -346,7 +369,9 @@ def train_lora(
         _drop_integration_callbacks(trainer)
 
     state = trainer.state
-    best_step = _checkpoint_step(state.best_model_checkpoint)
+    best_step = (
+        checkpoint_step(Path(state.best_model_checkpoint)) if state.best_model_checkpoint else None
+    )
     final_eval = trainer.evaluate() if val_set else {}
     session_tokens = state.num_input_tokens_seen - tokens_before
     runtime = output.metrics.get("train_runtime") or wall_s
@@ -412,6 +437,28 @@ def train_lora(
     return results
 
 
+def _end_of_trained_run(trainer: Any, checkpoint: str, reporter: Reporter) -> Any:
+    """What ``trainer.train`` leaves after the last step, from a checkpoint at that step: its
+    state, and the weights ``load_best_model_at_end`` would load (the best checkpoint's)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_FILE))
+    best = state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
+    source = Path(best) if best and (Path(best) / ADAPTER_WEIGHTS).is_file() else Path(checkpoint)
+    set_peft_model_state_dict(trainer.model, load_file(str(source / ADAPTER_WEIGHTS)))
+    trainer.state = state
+    reporter.progress(step=state.global_step, total_steps=state.max_steps, epoch=state.epoch)
+    reporter.event(
+        f"every step was trained before the last stop: the run ends with {source.name}",
+        data={"checkpoint": Path(checkpoint).name, "weights_from": source.name},
+    )
+    losses = [e["loss"] for e in state.log_history if "loss" in e]
+    return TrainOutput(state.global_step, sum(losses) / len(losses) if losses else 0.0, {})
+
+
 def _drop_integration_callbacks(trainer: Any) -> None:
     from transformers.integrations import MLflowCallback, TensorBoardCallback
 
@@ -454,10 +501,9 @@ def last_complete_checkpoint(root: Path, reporter: Reporter) -> str | None:
     ``get_last_checkpoint`` would pick such a folder and the resume would fail; they are
     removed (nothing in them can be resumed) and the one before is used.
     """
-    folders = [f for f in root.glob("checkpoint-*") if f.is_dir() and _checkpoint_step(str(f))]
-    for folder in sorted(folders, key=lambda f: _checkpoint_step(str(f)) or 0, reverse=True):
+    for folder in reversed(checkpoint_folders(root)):
         try:
-            json.loads((folder / "trainer_state.json").read_text())
+            json.loads((folder / TRAINER_STATE_FILE).read_text())
             if not (folder / ADAPTER_WEIGHTS).is_file():
                 raise OSError(f"{ADAPTER_WEIGHTS} is missing")
         except (OSError, ValueError):
@@ -472,13 +518,28 @@ def last_complete_checkpoint(root: Path, reporter: Reporter) -> str | None:
     return None
 
 
-def _checkpoint_step(path: str | None) -> int | None:
-    if not path:
-        return None
-    try:
-        return int(Path(path).name.rsplit("-", 1)[1])
-    except (IndexError, ValueError):
-        return None
+def _prune_other_runs(root: Path, *, keep: str | None) -> None:
+    """Remove the checkpoints a new delivery will not need: all but the one it resumes from
+    and the best one that checkpoint's state names (loaded at the end of training). Earlier
+    deliveries kept their best and last each; without this every restart would add two."""
+    needed: set[Path] = set()
+    if keep is not None:
+        needed.add(Path(keep).resolve())
+        try:
+            state = json.loads((Path(keep) / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+            if state.get("best_model_checkpoint"):
+                needed.add(Path(state["best_model_checkpoint"]).resolve())
+        except (OSError, ValueError):
+            pass
+    for folder in checkpoint_folders(root):
+        if folder.resolve() not in needed:
+            shutil.rmtree(folder, ignore_errors=True)
+    for run in root.glob(f"{RUN_PREFIX}*"):
+        try:
+            if run.is_dir() and not run.is_symlink() and not any(run.iterdir()):
+                run.rmdir()
+        except OSError:
+            pass  # written meanwhile by the run that owned it: left for retention
 
 
 def write_partial_outputs(out_dir: Path, log_history: list[dict[str, Any]]) -> None:

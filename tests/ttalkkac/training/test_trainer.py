@@ -217,6 +217,109 @@ def test_an_interrupt_saves_a_checkpoint_at_its_step_and_the_rerun_resumes_there
     assert results["resumed_from"] == "checkpoint-2" and results["global_step"] == 4
 
 
+def test_each_delivery_checkpoints_into_its_own_folder_and_prunes_what_it_will_not_need(
+    tiny_model_dir: Path, tmp_path: Path, one_thread
+) -> None:
+    """A job's deliveries never write into each other's folders (a stale one's rotation could
+    otherwise remove the live one's best checkpoint); each resumes from the newest complete
+    checkpoint of any of them and keeps only that one and the best its state names."""
+    from ttalkkac.errors import JobInterrupted
+    from ttalkkac.training.spec import TrainSpec
+    from ttalkkac.training.trainer import TrainData, train_lora
+
+    records = tiny_records(4)
+    data = TrainData(records[:3], records[3:], {})
+    spec = TrainSpec(
+        max_steps=6, gradient_accumulation_steps=1, eval_steps=1, logging_steps=1, max_seq_len=512
+    )
+    root = tmp_path / "checkpoints"
+
+    def deliver(run_id: str, **stop: int) -> dict:
+        return train_lora(
+            base_model=str(tiny_model_dir),
+            data=data,
+            spec=spec,
+            out_dir=tmp_path,
+            reporter=RecordingReporter(**stop),
+            run_id=run_id,
+        )
+
+    with pytest.raises(JobInterrupted):
+        deliver("1-first", interrupt_at_step=3)
+    assert [p.name for p in root.iterdir()] == ["run-1-first"]
+    first = root / "run-1-first"
+    assert (first / "checkpoint-3" / "adapter_model.safetensors").is_file()
+    state = json.loads((first / "checkpoint-3" / "trainer_state.json").read_text())
+    best = Path(state["best_model_checkpoint"]).name
+    # A delivery that lost the job left a checkpoint of an earlier step in its own folder.
+    stale = root / "run-0-stale" / "checkpoint-1"
+    shutil.copytree(first / "checkpoint-3", stale)
+
+    with pytest.raises(JobInterrupted):
+        deliver("1-second", interrupt_at_step=5)
+    second = root / "run-1-second"
+    assert sorted(p.name for p in root.iterdir()) == ["run-1-first", "run-1-second"]
+    assert sorted(p.name for p in first.iterdir()) == sorted({"checkpoint-3", best})
+    assert (second / "checkpoint-5" / "adapter_model.safetensors").is_file()
+    assert not any(
+        p.name in {"checkpoint-1", "checkpoint-2", "checkpoint-3"} for p in second.iterdir()
+    )
+
+    results = deliver("2-third")
+    assert results["resumed_from"] == "checkpoint-5" and results["global_step"] == 6
+    assert (tmp_path / "adapter_model.safetensors").is_file()
+    assert not root.exists()  # a finished run keeps no checkpoints without keep_checkpoints
+
+
+def test_a_delivery_that_died_after_the_last_step_is_finished_without_training_more(
+    tiny_model_dir: Path, tmp_path: Path, one_thread
+) -> None:
+    """transformers' resume from a checkpoint at max_steps trains one step more (9 of 8 here,
+    found by SIGKILLing deliveries while they evaluated and published); the run is ended from
+    its checkpoints instead, and a shutdown that arrives at the last step finishes the run."""
+    from ttalkkac.training.spec import TrainSpec
+    from ttalkkac.training.trainer import TrainData, train_lora
+
+    records = tiny_records(4)
+    data = TrainData(records[:3], records[3:], {})
+    spec = TrainSpec(
+        max_steps=8,
+        gradient_accumulation_steps=1,
+        eval_steps=2,
+        logging_steps=1,
+        max_seq_len=512,
+        keep_checkpoints=True,
+    )
+    # A shutdown requested during the last step: nothing is left to resume, the run ends.
+    first = train_lora(
+        base_model=str(tiny_model_dir),
+        data=data,
+        spec=spec,
+        out_dir=tmp_path,
+        reporter=RecordingReporter(interrupt_at_step=8),
+        run_id="1-a",
+    )
+    assert first["global_step"] == 8
+    shipped = (tmp_path / "adapter_model.safetensors").read_bytes()
+    # The process died after the last checkpoint, before its results were published.
+    for name in ("training_results.json", "adapter_model.safetensors", "adapter_config.json"):
+        (tmp_path / name).unlink()
+    again = RecordingReporter()
+    results = train_lora(
+        base_model=str(tiny_model_dir),
+        data=data,
+        spec=spec,
+        out_dir=tmp_path,
+        reporter=again,
+        run_id="2-b",
+    )
+    assert results["global_step"] == 8 and results["resumed_from"] == "checkpoint-8"
+    assert again.steps == [8]  # the progress reported, no step trained
+    assert any("every step was trained" in e["message"] for e in again.events)
+    assert results["best_step"] == first["best_step"]
+    assert (tmp_path / "adapter_model.safetensors").read_bytes() == shipped
+
+
 def test_answer_logits_loss_equals_the_models_own(
     tiny_model_dir: Path, tiny_tokenizer, tmp_path: Path, one_thread
 ) -> None:
