@@ -4,6 +4,7 @@
     python -m bench generation    # vLLM vs transformers engine vs the guide's inference
     python -m bench all           # both, one results file
     python -m bench quality       # the demo recipe's adapter vs the base model, scored on gold
+    python -m bench startup       # fresh clone -> ready and restart -> ready of serve.sh
     python -m bench all --smoke   # tiny random model, a minute or two: checks the plumbing
 
 vLLM on the CPU starts its engine in a spawned process, hence the ``__main__`` guard.
@@ -371,6 +372,24 @@ def serving(
         model=model, smoke=smoke, variants=_split(variants), max_tokens=max_tokens
     )
     result["switch"] = result["serving"].get("switch")
+    _write(result, started, out)
+
+
+@app.command()
+def startup(
+    port: Annotated[int, typer.Option(help="Port of the service while it is timed.")] = 8765,
+    keep: Annotated[bool, typer.Option(help="Keep the clone and its logs.")] = False,
+    out: Out = None,
+) -> None:
+    """Fresh clone -> ready and restart -> ready of ./scripts/serve.sh, by phase."""
+    from bench import env
+    from bench.startup import run_startup
+
+    started = time.perf_counter()
+    out = out or RESULTS_DIR
+    result = _new_result(False, kind="startup")
+    result["machine"]["load_average_at_start"] = env.load_average()
+    result["startup"] = run_startup(port=port, keep=keep)
     _write(result, started, out)
 
 

@@ -46,7 +46,7 @@ def write(result: dict[str, Any], out_dir: Path) -> list[Path]:
             paths.append(plot)
     # latest.* for the training and generation runs; latest-quality.*, latest-serving.* for the
     # others, so that a quality or serving run does not replace the generation run's latest.
-    kind = next((k for k in ("quality", "serving") if k in result), "")
+    kind = next((k for k in ("quality", "serving", "startup") if k in result), "")
     for path in list(paths):
         latest = out_dir / path.name.replace(run_id, f"latest-{kind}" if kind else "latest")
         shutil.copyfile(path, latest)
@@ -96,7 +96,39 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", *_quality_md(result["quality"])]
     if "serving" in result:
         lines += ["", *_serving_md(result["serving"])]
+    if "startup" in result:
+        lines += ["", *_startup_md(result["startup"])]
     return "\n".join(lines)
+
+
+def _startup_md(startup: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### Fresh clone and restart to ready (`./scripts/serve.sh`, commit {startup['commit']})",
+        "",
+        "| run | installed | demo model | engine ready | warm-up done | ready | goal | "
+        "engine start | compile cache |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("fresh_clone", "restart"):
+        run = startup[name]
+        phases = run["phases_s"]
+        cache = (
+            "loaded"
+            if run["compile_cache_loaded"]
+            else "load failed"
+            if run["compile_cache_load_failed"]
+            else "compiled"
+        )
+        lines.append(
+            f"| {name.replace('_', ' ')} | "
+            + " | ".join(
+                _fmt(phases.get(p)) for p in ("installed", "demo_model", "engine", "warm_up")
+            )
+            + f" | **{_fmt(run['ready_s'])}** | {_fmt(run['goal_s'], 0)} "
+            f"({'met' if run['met'] else 'missed'}) | {_fmt(run['engine_start_s'])} | {cache} |"
+        )
+    lines += ["", "Seconds from the command's start to the first line of each phase."]
+    return lines
 
 
 def _serving_md(serving: dict[str, Any]) -> list[str]:
