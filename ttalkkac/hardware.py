@@ -117,11 +117,16 @@ def choose_base_model(
     engine runs it off the event loop when it starts). ``has_gpu`` is asked only when BASE_MODEL
     is unset.
     """
+    models_dir = settings.models_dir
     if settings.base_model:
+        # The demo model's folder named outright (``ttalkkac up`` passes it to its children,
+        # which may start before it is built): whoever needs the files builds or waits for it.
+        demo = str(demo_model_path(models_dir))
+        if Path(settings.base_model) == Path(demo):
+            return BaseModelChoice(demo, "BASE_MODEL", lambda: ensure_demo_model(models_dir))
         return BaseModelChoice(settings.base_model, "BASE_MODEL")
     if has_gpu():
         return BaseModelChoice(settings.gpu_base_model, "GPU_BASE_MODEL (a CUDA GPU is present)")
-    models_dir = settings.models_dir
     return BaseModelChoice(
         str(demo_model_path(models_dir)),
         "demo model (no GPU, BASE_MODEL unset)",

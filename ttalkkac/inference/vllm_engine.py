@@ -94,6 +94,9 @@ class VllmEngine:
                 return
             started = time.perf_counter()
             if self._prepare is not None:
+                # Importing vLLM first (about 20 s on 2 cores) overlaps it with a build of the
+                # demo model by ``ttalkkac up`` in its own process, which prepare then waits for.
+                await asyncio.to_thread(_import_vllm)
                 await asyncio.to_thread(self._prepare)
             self.tokenizer, self.max_model_len = await asyncio.to_thread(self._load_tokenizer)
             # AsyncLLM's constructor blocks until the engine process is up (tens of seconds):
@@ -337,6 +340,12 @@ class VllmEngine:
             queue_ms=queue_ms,
             generate_ms=max(elapsed_ms - queue_ms, 0.0),
         )
+
+
+def _import_vllm() -> None:
+    """The modules ``_build_llm`` needs: loaded once per process, then free to import again."""
+    import vllm.engine.arg_utils
+    import vllm.v1.engine.async_llm  # noqa: F401
 
 
 async def _load_weights(llm: Any, folder: str) -> None:
