@@ -135,13 +135,19 @@ async def _variant(cfg: dict[str, Any]) -> dict[str, Any]:
 
     engine = merged_vllm_engine(settings, model)
 
-    cache = Path.home() / ".cache" / "vllm" / "torch_compile_cache"
-    cached_before = set(cache.rglob("model")) if cache.is_dir() else set()
+    cache_root = os.environ.get("VLLM_CACHE_ROOT") or Path.home() / ".cache" / "vllm"
+    cache = Path(cache_root) / "torch_compile_cache"
+
+    def cached() -> dict[Path, int]:
+        # Modification times too: a compilation vLLM failed to load is saved again in place.
+        return {p: p.stat().st_mtime_ns for p in cache.rglob("model")} if cache.is_dir() else {}
+
+    cached_before = cached()
     generator = PlanGenerator.from_settings(EngineHost(engine(), warmup=True), settings)
     started = time.perf_counter()
     await generator.start()
     out["start_s"] = round(time.perf_counter() - started, 1)
-    cached_after = set(cache.rglob("model")) if cache.is_dir() else set()
+    cached_after = cached()
     out["compile_cache_hit"] = not settings.enforce_eager and cached_after == cached_before
     await generator.stop()
     generator = PlanGenerator.from_settings(EngineHost(engine(), warmup=True), settings)
