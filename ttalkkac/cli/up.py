@@ -231,6 +231,9 @@ class Build:
         self._thread.start()
         return self
 
+    def join(self, timeout_s: float | None = None) -> None:
+        self._thread.join(timeout_s)
+
     @property
     def failed(self) -> bool:
         return self.error is not None
