@@ -6,10 +6,12 @@ the crash test, which kills it, comes last.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -200,6 +202,56 @@ def test_queue_messages_deleted_with_jobs_running_and_queued_each_job_ends_once(
         trained = [a.job_id for a in crud.list_adapters(session)]
     db.dispose()
     assert trained.count(running["id"]) == 1 and trained.count(waiting["id"]) == 1
+
+
+class ApiDied(BaseException):
+    """The API process dying (a BaseException: no handler of the route catches it)."""
+
+
+def test_api_dying_between_the_commit_and_the_send_the_job_still_runs_once(
+    client: TestClient,
+    dataset_id: str,
+    worker_setup: WorkerSetup,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """POST /train commits the job, then sends its message: a death in between leaves a queued
+    job that no message names. The worker's sweep sends it again; it runs once."""
+    import worker.celery_app
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise ApiDied("killed after the commit, before the send")
+
+    from app.main import create_app
+
+    async def post_and_die() -> None:
+        # An API of its own, the one that dies: the module's client must outlive this.
+        app = create_app(worker_setup.settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+                body = {"dataset_id": dataset_id, "hyperparameters": {"max_steps": 2}}
+                await http.post("/train", json=body)
+
+    monkeypatch.setattr(worker.celery_app, "enqueue_training_job", die)
+    with pytest.raises((ApiDied, BaseExceptionGroup)) as died:
+        asyncio.run(post_and_die())
+    if died.type is not ApiDied:  # wrapped by the ASGI stack's task group
+        assert died.group_contains(ApiDied)
+    monkeypatch.undo()
+    listed = client.get("/train", params={"limit": 1}).json()["data"][0]
+    assert listed["status"] == "queued" and listed["attempts"] == 0, listed
+    done = wait_for(
+        client,
+        listed["id"],
+        lambda j: j["status"] in TERMINAL,
+        timeout_s=worker_setup.settings.job_resend_queued_after_s + 90,
+        what="the end of a job whose message was never sent",
+        log=worker_setup.log,
+    )
+    assert done["status"] == "succeeded" and done["attempts"] == 1, done
+    messages = [e["message"] for e in events(client, listed["id"])]
+    assert any("its queue message was lost; sent again" in m for m in messages), messages
+    assert sum(m.startswith("succeeded") for m in messages) == 1, messages
 
 
 def test_database_connections_dropped_mid_job_the_job_still_succeeds(
