@@ -1,9 +1,10 @@
 """A job's checkpoints: list them with their losses, register one as an adapter.
 
-Checkpoints are the Trainer's ``checkpoint-<step>`` folders under ``<job folder>/checkpoints``,
-in the folder of the delivery that wrote them (``ttalkkac.training.layout``) (adapter weights, optimizer state, ``trainer_state.json``). While a job runs, the best and the
-last are kept; a job that succeeds removes them all unless its spec has ``keep_checkpoints``.
-Listed is whatever exists and is complete (the Trainer writes ``trainer_state.json`` last).
+Checkpoints are the Trainer's ``checkpoint-<step>`` folders (adapter weights, optimizer state,
+``trainer_state.json``) under ``<job folder>/checkpoints``, in the folder of the delivery that
+wrote them (``ttalkkac.training.layout``). While a job runs, the best and the last are kept; a
+job that succeeds removes them all unless its spec has ``keep_checkpoints``. Listed is whatever
+exists and is complete (the Trainer writes ``trainer_state.json`` last).
 
 Registering copies the checkpoint's adapter files into ``DATA_DIR/adapters/`` (a folder of its
 own, so it outlives the job folder and rotation) and adds the registry row, as a finished job

@@ -241,7 +241,7 @@ def remove_ended_checkpoints(db: Database, settings: Settings) -> list[Path]:
     if not found:
         return []
     with db.session() as session:
-        statuses = crud.job_statuses(session, ids=found)
+        statuses = crud.job_statuses_and_hyperparameters(session, ids=found)
     removed = []
     for job_id, ckpt in sorted(found.items()):
         status, hyperparameters = statuses.get(job_id, (None, {}))

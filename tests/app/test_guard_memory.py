@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.utils.api_process import Api
@@ -55,16 +54,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     }
     api = Api(env, root / "api.log")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert api.proc.poll() is None, (root / "api.log").read_text()[-2000:]
-            try:
-                if httpx.get(f"{api.url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the API did not start"
-            time.sleep(0.3)
+        api.wait_ready(path="/health")  # serving is off: /ready would not say 200
         yield Served(api, [spool, data])
     finally:
         api.stop()

@@ -190,7 +190,9 @@ def delete_job(session: Session, *, id: str) -> bool:
     return result.rowcount == 1
 
 
-def job_statuses(session: Session, *, ids: Iterable[str]) -> dict[str, tuple[str, dict]]:
+def job_statuses_and_hyperparameters(
+    session: Session, *, ids: Iterable[str]
+) -> dict[str, tuple[str, dict]]:
     """The status and stored hyperparameters of each job of ``ids`` that exists."""
     wanted, found = list(ids), {}
     for start in range(0, len(wanted), 500):  # bounded IN lists: every driver takes 500

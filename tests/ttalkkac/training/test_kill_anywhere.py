@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from tests.utils.api_process import REPO_ROOT
 from tests.utils.train_child import SPEC
 from ttalkkac.training.layout import TRAINER_STATE_FILE, checkpoint_folders
 from ttalkkac.training.report import RESULTS_FILE
@@ -29,7 +30,6 @@ pytestmark = pytest.mark.slow
 
 KILLS = 6
 SEED = 20261204
-REPO = Path(__file__).resolve().parents[3]
 
 
 def deliver(
@@ -44,7 +44,7 @@ def deliver(
     step (or its first step, if it resumed past it). Returns (killed, the lines it printed)."""
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.utils.train_child", str(base_model), str(out), run_id],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
